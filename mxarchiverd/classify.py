@@ -1,0 +1,157 @@
+"""Turn one Synapse event into one archive row (pure; no I/O).
+
+Defensive by design: event JSON comes from other servers and bridges, so every
+field is read with its type checked, and anything odd is recorded in
+`archive_problem` instead of failing the batch (DESIGN.md invariant 4).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+CONTENT_NOT_OBJECT = "content is not an object"
+MEDIA_MSGTYPES = frozenset({"m.image", "m.video", "m.audio", "m.file"})
+NUL_ESCAPE = "\\u0000"
+
+
+@dataclass(frozen=True)
+class MediaRef:
+    kind: str  # "file" or "thumbnail"
+    matrix_url: str
+    media_type: str  # m.image, m.video, m.audio, m.file, m.sticker
+    encrypted_file: dict[str, Any] | None
+    original_filename: str | None
+    mime_type: str | None
+    declared_size: int | None
+
+
+def parse_event_json(text: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(event, problem). JSONB rejects \\u0000 and lone surrogates, so those keep the raw text."""
+    try:
+        event = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        return None, f"invalid JSON: {exc}"
+    if not isinstance(event, dict):
+        return None, f"event JSON is {type(event).__name__}, not an object"
+    if NUL_ESCAPE in text:
+        return event, "contains \\u0000, which JSONB cannot store; exact text kept in event_raw"
+    return event, None
+
+
+def build_row(source: dict[str, Any]) -> dict[str, Any]:
+    """The archived_messages row (plus media refs) for one event from the poller."""
+    event, problem = parse_event_json(source["json"])
+    content = _dict(event.get("content")) if event else {}
+    if event is not None and not isinstance(event.get("content"), dict):
+        problem = problem or CONTENT_NOT_OBJECT
+    relates = _dict(content.get("m.relates_to"))
+    relation_type = _str(relates.get("rel_type"))
+    event_type = source["type"]
+    row = {
+        "event_id": source["event_id"],
+        "room_id": source["room_id"],
+        "sender": source["sender"] or _str(event.get("sender") if event else None) or "",
+        "timestamp": _timestamp(source, event),
+        "message_type": message_type(event_type, content),
+        "event_type": event_type,
+        "state_key": source["state_key"],
+        "stream_ordering": source["stream_ordering"],
+        "topological_ordering": source["topological_ordering"],
+        "thread_id": _str(relates.get("event_id")) if relation_type == "m.thread" else None,
+        "reply_to_event_id": _str(_dict(relates.get("m.in_reply_to")).get("event_id")),
+        "relation_type": relation_type,
+        "relates_to_event_id": _str(relates.get("event_id")) if relation_type else None,
+        "reaction_key": _str(relates.get("key")) if relation_type == "m.annotation" else None,
+        "redacts": redacts(event_type, event) if event else None,
+        "encrypted": event_type == "m.room.encrypted",
+        "archive_problem": problem,
+        "media": [ref.__dict__ for ref in media_refs(event_type, content)],
+    }
+    if event is not None and problem in (None, CONTENT_NOT_OBJECT):
+        row.update(event=event, event_raw=None, content=content)
+        return row
+    # Lossless: the exact text in event_raw, and every other field readable with
+    # NULs replaced (PostgreSQL text cannot hold them either).
+    row = strip_nul({**row, "event": None, "content": content})
+    row["event_raw"] = source["json"]
+    return row
+
+
+def message_type(event_type: str, content: dict[str, Any]) -> str:
+    if event_type == "m.room.message":
+        return _str(content.get("msgtype")) or "m.unknown"
+    return event_type
+
+
+def redacts(event_type: str, event: dict[str, Any]) -> str | None:
+    """Room v11+ carry `redacts` in content; earlier versions at the top level."""
+    if event_type != "m.room.redaction":
+        return None
+    return _str(_dict(event.get("content")).get("redacts")) or _str(event.get("redacts"))
+
+
+def media_refs(event_type: str, content: dict[str, Any]) -> list[MediaRef]:
+    """Attachments of m.image/video/audio/file and m.sticker, also inside an edit's m.new_content."""
+    refs = _refs_of(event_type, content)
+    new_content = content.get("m.new_content")
+    if isinstance(new_content, dict):
+        refs += _refs_of(event_type, new_content)
+    return refs
+
+
+def _refs_of(event_type: str, content: dict[str, Any]) -> list[MediaRef]:
+    if event_type == "m.sticker":
+        media_type = "m.sticker"
+    elif event_type == "m.room.message" and content.get("msgtype") in MEDIA_MSGTYPES:
+        media_type = content["msgtype"]
+    else:
+        return []
+    info = _dict(content.get("info"))
+    name = _str(content.get("filename")) or _str(content.get("body"))
+    refs = []
+    main = _ref("file", media_type, content.get("url"), content.get("file"), name, info)
+    thumb_info = _dict(info.get("thumbnail_info"))
+    thumb = _ref("thumbnail", media_type, info.get("thumbnail_url"), info.get("thumbnail_file"), None, thumb_info)
+    for ref in (main, thumb):
+        if ref is not None:
+            refs.append(ref)
+    return refs
+
+
+def _ref(kind: str, media_type: str, url: Any, file: Any, name: str | None, info: dict[str, Any]) -> MediaRef | None:
+    encrypted = file if isinstance(file, dict) and isinstance(file.get("url"), str) else None
+    matrix_url = encrypted["url"] if encrypted else _str(url)
+    if not matrix_url:
+        return None
+    size = info.get("size")
+    return MediaRef(kind, matrix_url, media_type, encrypted, name, _str(info.get("mimetype")),
+                    size if isinstance(size, int) and not isinstance(size, bool) else None)
+
+
+def strip_nul(value: Any) -> Any:
+    """Replace NUL characters (which PostgreSQL text and JSONB cannot hold) with U+FFFD."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {strip_nul(k): strip_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [strip_nul(v) for v in value]
+    return value
+
+
+def _timestamp(source: dict[str, Any], event: dict[str, Any] | None) -> int:
+    ts = source.get("origin_server_ts")
+    if isinstance(ts, int):
+        return ts
+    ts = event.get("origin_server_ts") if event else None
+    return ts if isinstance(ts, int) and not isinstance(ts, bool) else 0
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None

@@ -1,0 +1,54 @@
+"""Connections to the archive and source databases.
+
+Every connection disables server-side prepared statements (prepare_threshold=None):
+Supabase's pooler on port 6543 (Supavisor/PgBouncer in transaction mode) cannot
+keep them across transactions. Session settings are therefore set per transaction
+with SET LOCAL, never per connection.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import psycopg
+
+from mxarchiverd.exitcodes import ExitCode
+
+
+class DatabaseUnavailable(Exception):
+    """A database stayed unreachable; the message names which one, never its password."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+
+def connect(dsn: str, *, purpose: str, autocommit: bool = False, connect_timeout: int = 10) -> psycopg.Connection:
+    """Open one connection tagged with what it is for (visible in pg_stat_activity)."""
+    return psycopg.connect(
+        dsn,
+        autocommit=autocommit,
+        prepare_threshold=None,
+        application_name=f"mxarchiverd {purpose}"[:63],
+        connect_timeout=connect_timeout,
+    )
+
+
+def connect_with_retry(
+    dsn: str, *, purpose: str, deadline: float, clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep, autocommit: bool = False,
+) -> psycopg.Connection:
+    """Retry with capped backoff until `deadline` (a clock() value), then raise DatabaseUnavailable."""
+    delay = 0.5
+    while True:
+        try:
+            return connect(dsn, purpose=purpose, autocommit=autocommit)
+        except psycopg.OperationalError as exc:
+            if clock() + delay > deadline:
+                raise DatabaseUnavailable(f"{purpose} database unreachable: {first_line(exc)}") from None
+            sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+def first_line(exc: BaseException) -> str:
+    """libpq errors are multi-line; the first line says what went wrong without the DSN."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,30 @@
+"""Process exit codes: the contract with systemd and with operators' scripts.
+
+Codes that mean "restarting will not help" are listed in the unit's
+RestartPreventExitStatus= (see systemd/mxarchiverd.service). The values follow
+sysexits(3) where one fits, so they read the same in `systemctl status`.
+"""
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    # An unexpected exception: a bug or an environment problem; systemd restarts us.
+    CRASH = 1
+    # Bad command line (argparse uses 2 as well).
+    USAGE = 2
+    # The supervisor restarted children too often in too short a time and gave up,
+    # so that systemd restarts the whole unit after RestartSec=.
+    RESTART_LIMIT = 3
+    # verify found differences between the source and the archive.
+    VERIFY_MISMATCH = 4
+    # The archive schema is newer than this code, or not migrated yet.
+    SCHEMA_MISMATCH = 65
+    # A database needed at start stayed unreachable past the start-up grace period.
+    # Not listed in RestartPreventExitStatus=: a database that comes back later
+    # must not leave the archiver stopped.
+    UNAVAILABLE = 69
+    # The configuration is invalid; every problem has been printed with its key path.
+    CONFIG = 78

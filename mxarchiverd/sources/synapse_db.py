@@ -1,0 +1,133 @@
+"""Read-only queries on Synapse's PostgreSQL database.
+
+Every read runs in its own short READ ONLY transaction with a statement timeout:
+no long-lived snapshot holds back Synapse's vacuum, and nothing here can write.
+Queries use Synapse's own indexes: events_stream_ordering (UNIQUE on
+stream_ordering) for the streams, events_room_stream for per-room history.
+Outliers, rejected and soft-failed events are left out, as Synapse leaves them
+out of what clients see (synapse-bridge-facts.md §1.2, §1.3, §2.6 step 5).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+import psycopg
+
+from mxarchiverd.sources.bounds import StreamBounds, compute_bounds
+
+# Columns every event query returns, in this order (see row_to_event).
+_EVENT_COLUMNS = """
+    e.stream_ordering, e.topological_ordering, e.event_id, e.room_id, e.type,
+    e.state_key, e.sender, e.origin_server_ts, ej.json, ej.internal_metadata
+"""
+_VISIBLE = """
+    NOT e.outlier AND e.rejection_reason IS NULL
+    AND NOT EXISTS (SELECT 1 FROM rejections rj WHERE rj.event_id = e.event_id)
+"""
+_ROOM_FILTER = "AND (%(all_rooms)s OR e.room_id = ANY(%(rooms)s))"
+
+FORWARD_SQL = f"""
+SELECT {_EVENT_COLUMNS} FROM events e JOIN event_json ej ON ej.event_id = e.event_id
+ WHERE e.stream_ordering > %(cursor)s AND e.stream_ordering <= %(bound)s AND {_VISIBLE} {_ROOM_FILTER}
+ ORDER BY e.stream_ordering LIMIT %(limit)s
+"""
+BACKFILL_SQL = f"""
+SELECT {_EVENT_COLUMNS} FROM events e JOIN event_json ej ON ej.event_id = e.event_id
+ WHERE e.stream_ordering < %(cursor)s AND e.stream_ordering >= %(bound)s AND {_VISIBLE} {_ROOM_FILTER}
+ ORDER BY e.stream_ordering DESC LIMIT %(limit)s
+"""
+# De-outliered events keep their old stream ordering; ex_outlier_stream gives
+# them a new position, which is what this stream's cursor follows.
+EX_OUTLIER_SQL = f"""
+SELECT x.event_stream_ordering, {_EVENT_COLUMNS}
+  FROM ex_outlier_stream x JOIN events e ON e.event_id = x.event_id
+  JOIN event_json ej ON ej.event_id = e.event_id
+ WHERE x.event_stream_ordering > %(cursor)s AND x.event_stream_ordering <= %(bound)s AND {_VISIBLE}
+   {_ROOM_FILTER}
+ ORDER BY x.event_stream_ordering LIMIT %(limit)s
+"""
+ROOM_HISTORY_SQL = f"""
+SELECT {_EVENT_COLUMNS} FROM events e JOIN event_json ej ON ej.event_id = e.event_id
+ WHERE e.room_id = %(room_id)s AND e.stream_ordering > %(cursor)s AND e.stream_ordering <= %(upto)s
+   AND {_VISIBLE}
+ ORDER BY e.stream_ordering LIMIT %(limit)s
+"""
+
+
+class SynapseReader:
+    """One read-only connection to Synapse's database and the queries on it."""
+
+    def __init__(self, conn: psycopg.Connection, statement_timeout: float) -> None:
+        self.conn = conn
+        self.timeout_ms = max(1, int(statement_timeout * 1000))
+
+    @contextmanager
+    def read(self) -> Iterator[psycopg.Cursor[Any]]:
+        with self.conn.transaction():
+            self.conn.execute("SET TRANSACTION READ ONLY")
+            self.conn.execute(f"SET LOCAL statement_timeout = {self.timeout_ms}")
+            with self.conn.cursor() as cur:
+                yield cur
+
+    def bounds(self, writers: tuple[str, ...]) -> StreamBounds:
+        with self.read() as cur:
+            cur.execute(
+                "SELECT stream_name, instance_name, stream_id FROM stream_positions"
+                " WHERE stream_name IN ('events', 'backfill')"
+            )
+            return compute_bounds(cur.fetchall(), writers)
+
+    def forward(self, cursor: int, bound: int, rooms: Sequence[str] | None, limit: int) -> list[dict[str, Any]]:
+        return self._events(FORWARD_SQL, _params(cursor, bound, rooms, limit))
+
+    def backfill(self, cursor: int, bound: int, rooms: Sequence[str] | None, limit: int) -> list[dict[str, Any]]:
+        return self._events(BACKFILL_SQL, _params(cursor, bound, rooms, limit))
+
+    def ex_outliers(self, cursor: int, bound: int, rooms: Sequence[str] | None, limit: int) -> list[tuple[int, dict[str, Any]]]:
+        with self.read() as cur:
+            cur.execute(EX_OUTLIER_SQL, _params(cursor, bound, rooms, limit))
+            return [(row[0], row_to_event(row[1:])) for row in cur.fetchall()]
+
+    def room_history(self, room_id: str, cursor: int, upto: int, limit: int) -> list[dict[str, Any]]:
+        params = {"room_id": room_id, "cursor": cursor, "upto": upto, "limit": limit}
+        return self._events(ROOM_HISTORY_SQL, params)
+
+    def all_room_ids(self) -> list[str]:
+        with self.read() as cur:
+            cur.execute("SELECT room_id FROM rooms")
+            return [r[0] for r in cur.fetchall()]
+
+    def _events(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        with self.read() as cur:
+            cur.execute(sql, params)
+            return [row_to_event(row) for row in cur.fetchall()]
+
+
+def _params(cursor: int, bound: int, rooms: Sequence[str] | None, limit: int) -> dict[str, Any]:
+    return {"cursor": cursor, "bound": bound, "limit": limit,
+            "all_rooms": rooms is None, "rooms": list(rooms or [])}
+
+
+def row_to_event(row: Sequence[Any]) -> dict[str, Any]:
+    """A JSON-native dict for the queue; the event JSON stays raw text until the enricher."""
+    (stream_ordering, topological_ordering, event_id, room_id, type_,
+     state_key, sender, origin_server_ts, json_text, internal_metadata) = row
+    return {
+        "stream_ordering": stream_ordering, "topological_ordering": topological_ordering,
+        "event_id": event_id, "room_id": room_id, "type": type_, "state_key": state_key,
+        "sender": sender, "origin_server_ts": origin_server_ts, "json": json_text,
+        "soft_failed": is_soft_failed(internal_metadata),
+    }
+
+
+def is_soft_failed(internal_metadata: str | None) -> bool:
+    """Soft-failed events are stored normally but hidden from clients (§1.2)."""
+    if not internal_metadata or "soft_failed" not in internal_metadata:
+        return False
+    try:
+        return bool(orjson.loads(internal_metadata).get("soft_failed"))
+    except (orjson.JSONDecodeError, AttributeError):
+        return False

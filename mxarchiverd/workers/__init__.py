@@ -1,0 +1,15 @@
+"""The pipeline's stages, one module per role; `runner` is the process shell around them."""
+from __future__ import annotations
+
+# role -> "module:Class". The supervisor starts one process per role, in this order
+# (downstream first would not matter: queues are created before any child starts).
+STAGES: dict[str, str] = {
+    "poller": "mxarchiverd.workers.poller:Poller",
+    "enricher": "mxarchiverd.workers.enricher:Enricher",
+    "dbwriter": "mxarchiverd.workers.dbwriter:DbWriter",
+    "uploader": "mxarchiverd.workers.uploader:Uploader",
+}
+
+# The stages joined by queues: poller -> enricher -> dbwriter. A crash of any of
+# them rebuilds all three queues and restarts all three from the durable cursor.
+PIPELINE: tuple[str, ...] = ("poller", "enricher", "dbwriter")

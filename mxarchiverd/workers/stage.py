@@ -1,0 +1,71 @@
+"""The contract between a stage's logic and the process shell that runs it.
+
+A stage knows nothing about processes, queues or signals: the runner
+(workers/runner.py) feeds it, stamps its heartbeat, applies reloads and stops it.
+That keeps the logic testable in-process against real databases.
+"""
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from mxarchiverd.config import Config
+from mxarchiverd.exitcodes import ExitCode
+
+# One message between stages: a JSON-native dict with a "kind" key, e.g.
+# {"kind": "events", "events": [...], "cursor": {...}}. The runner wraps it in a
+# versioned envelope and encodes it with orjson (supervisor/channels.py).
+Message = dict[str, Any]
+
+
+class BootError(Exception):
+    """A stage cannot start and restarting it will not help until something changes."""
+
+    def __init__(self, message: str, exit_code: ExitCode = ExitCode.UNAVAILABLE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Stage(abc.ABC):
+    role: ClassVar[str]
+
+    def __init__(self, config: Config, beat: Callable[[], None]) -> None:
+        self.config = config
+        # Call during long work (a big batch, a large upload) to prove progress.
+        self.beat = beat
+
+    @abc.abstractmethod
+    def open(self) -> None:
+        """Connect to what the stage needs; raise BootError if that cannot work."""
+
+    def close(self) -> None:
+        """Release connections; called once on the way out, also after errors."""
+
+    def reconfigure(self, config: Config) -> None:
+        """Apply a reloaded config's hot settings (rooms, batch size, intervals)."""
+        self.config = config
+
+    def stats(self) -> dict[str, float]:
+        """Counters for the supervisor's STATUS line (see supervisor/status.py)."""
+        return {}
+
+
+class SourceStage(Stage):
+    """A stage that makes work by itself: the poller, the uploader."""
+
+    @abc.abstractmethod
+    def produce(self) -> tuple[list[Message], float]:
+        """Do one round; return messages for downstream and seconds until the next round."""
+
+
+class TransformStage(Stage):
+    """A stage fed by its upstream queue: the enricher, the dbwriter."""
+
+    @abc.abstractmethod
+    def handle(self, message: Message) -> list[Message]:
+        """Process one message; return messages for downstream."""
+
+    def flush(self) -> list[Message]:
+        """End of stream: finish buffered work before the process exits."""
+        return []
