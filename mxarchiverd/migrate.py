@@ -83,10 +83,12 @@ def pending(applied: dict[int, str], available: list[Migration]) -> list[Migrati
     return [m for m in available if m.version not in applied]
 
 
-def migrate(conn: psycopg.Connection) -> list[Migration]:
-    """Apply every pending migration; return those applied (none the second time)."""
+def migrate(conn: psycopg.Connection, target: int | None = None) -> list[Migration]:
+    """Apply pending migrations up to `target` (default: all); return those applied."""
     done: list[Migration] = []
     for migration in available_migrations():
+        if target is not None and migration.version > target:
+            break
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
             _ensure_version_table(conn)

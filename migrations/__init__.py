@@ -1,0 +1,1 @@
+"""SQL migrations, shipped inside the package as mxarchiverd.migrations (see setup.cfg)."""

@@ -1,0 +1,1 @@
+"""Where archived data goes: the archive database and object storage."""

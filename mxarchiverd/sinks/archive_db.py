@@ -1,0 +1,98 @@
+"""Write one batch into the archive database: rows, media jobs, relations, cursor.
+
+Everything for a batch happens in ONE transaction, including the cursor move
+(DESIGN.md invariant 2): a crash before COMMIT leaves nothing, and the batch is
+read again from the old cursor; a crash after it leaves everything. Rows are
+keyed by event_id, so a batch delivered twice has the effect of once.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import psycopg
+
+from mxarchiverd.sinks import archive_sql as sql
+from mxarchiverd.sinks.archive_sql import ROW_COLUMNS
+
+log = logging.getLogger(__name__)
+_ROW_KEYS = tuple(name for name, _ in ROW_COLUMNS)
+QUARANTINE_PREFIXES = ("invalid JSON", "event JSON is")
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    inserted: int
+    redacted: int
+
+
+def write_batch(conn: psycopg.Connection, batch: dict[str, Any], *, purge: bool) -> BatchResult:
+    """Store a batch from the enricher and move its cursor, atomically."""
+    rows: list[dict[str, Any]] = batch["rows"]
+    ids = [row["event_id"] for row in rows]
+    with conn.transaction():
+        inserted = _insert_rows(conn, rows)
+        _insert_media_jobs(conn, rows)
+        redacted = _apply_redactions(conn, ids, purge)
+        edit_targets = ids + [r["relates_to_event_id"] for r in rows if r["relation_type"] == "m.replace"]
+        edit_targets += [target for _, relation, target in redacted if relation == "m.replace" and target]
+        conn.execute(sql.APPLY_EDITS, {"ids": edit_targets, "purge": purge})
+        _upsert_rooms(conn, batch.get("rooms") or [])
+        _quarantine(conn, rows)
+        _advance_cursor(conn, batch)
+    return BatchResult(inserted, len(redacted))
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _insert_rows(conn: psycopg.Connection, rows: list[dict[str, Any]]) -> int:
+    if not rows:
+        return 0
+    payload = [{key: row.get(key) for key in _ROW_KEYS} for row in rows]
+    return conn.execute(sql.INSERT_ROWS, (_json(payload),)).rowcount
+
+
+def _insert_media_jobs(conn: psycopg.Connection, rows: list[dict[str, Any]]) -> None:
+    jobs = [{**ref, "event_id": row["event_id"]} for row in rows for ref in row.get("media", ())]
+    if jobs:
+        conn.execute(sql.INSERT_MEDIA_JOBS, (_json(jobs),))
+
+
+def _apply_redactions(conn: psycopg.Connection, ids: list[str], purge: bool) -> list[tuple[str, str | None, str | None]]:
+    redacted = conn.execute(sql.APPLY_REDACTIONS, {"ids": ids}).fetchall()
+    if purge and redacted:
+        targets = [event_id for event_id, _, _ in redacted]
+        purged = [r[0] for r in conn.execute(sql.PURGE_CONTENT, {"ids": targets}).fetchall()]
+        conn.execute(sql.PURGE_MEDIA, {"ids": purged})
+    return redacted
+
+
+def _upsert_rooms(conn: psycopg.Connection, rooms: list[dict[str, Any]]) -> None:
+    if rooms:
+        conn.execute(sql.UPSERT_ROOMS, (_json(rooms),))
+
+
+def _quarantine(conn: psycopg.Connection, rows: list[dict[str, Any]]) -> None:
+    bad = [row for row in rows if row.get("archive_problem")]
+    for row in bad:
+        log.warning("event %s in %s stored with a problem: %s", row["event_id"], row["room_id"], row["archive_problem"])
+    held = [_quarantine_entry(row) for row in bad if row["archive_problem"].startswith(QUARANTINE_PREFIXES)]
+    if held:
+        conn.execute(sql.QUARANTINE, (_json(held),))
+
+
+def _quarantine_entry(row: dict[str, Any]) -> dict[str, Any]:
+    return {"event_id": row["event_id"], "room_id": row["room_id"], "stream_ordering": row["stream_ordering"],
+            "reason": row["archive_problem"], "raw_json": row["event_raw"]}
+
+
+def _advance_cursor(conn: psycopg.Connection, batch: dict[str, Any]) -> None:
+    if batch["stream"] == "room_history":
+        conn.execute(sql.ADVANCE_ROOM_HISTORY, {"room_id": batch["room_id"], "position": batch["position"],
+                                                "done": batch["done"]})
+    else:
+        conn.execute(sql.ADVANCE_CURSOR, {"stream": batch["stream"], "position": batch["position"]})

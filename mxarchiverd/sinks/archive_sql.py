@@ -1,0 +1,147 @@
+"""SQL for writing a batch into the archive database.
+
+Batches travel as one JSON parameter expanded with jsonb_to_recordset: a single
+statement per table, no temporary tables (catalog churn at thousands of batches)
+and no server-side prepared statements (transaction-mode poolers).
+"""
+from __future__ import annotations
+
+ROW_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("event_id", "text"), ("room_id", "text"), ("sender", "text"), ("timestamp", "bigint"),
+    ("message_type", "text"), ("content", "jsonb"), ("thread_id", "text"), ("reply_to_event_id", "text"),
+    ("event_type", "text"), ("state_key", "text"), ("room_name", "text"), ("sender_display_name", "text"),
+    ("whatsapp_chat_id", "text"), ("whatsapp_message_id", "text"), ("whatsapp_sender_id", "text"),
+    ("sender_phone", "text"), ("stream_ordering", "bigint"), ("topological_ordering", "bigint"),
+    ("event", "jsonb"), ("event_raw", "text"), ("archive_problem", "text"), ("encrypted", "boolean"),
+    ("relation_type", "text"), ("relates_to_event_id", "text"), ("reaction_key", "text"), ("redacts", "text"),
+)
+_NAMES = ", ".join(f'"{name}"' for name, _ in ROW_COLUMNS)
+_TYPED = ", ".join(f'"{name}" {type_}' for name, type_ in ROW_COLUMNS)
+
+INSERT_ROWS = f"""
+INSERT INTO archived_messages ({_NAMES})
+SELECT {_NAMES} FROM jsonb_to_recordset(%s::jsonb) AS r({_TYPED})
+ON CONFLICT (event_id) DO NOTHING
+"""
+
+INSERT_MEDIA_JOBS = """
+INSERT INTO media_jobs (event_id, media_kind, matrix_url, encrypted_file, media_type,
+                        original_filename, mime_type, declared_size)
+SELECT j.event_id, j.kind, j.matrix_url, j.encrypted_file, j.media_type,
+       j.original_filename, j.mime_type, j.declared_size
+  FROM jsonb_to_recordset(%s::jsonb) AS j(event_id text, kind text, matrix_url text, encrypted_file jsonb,
+       media_type text, original_filename text, mime_type text, declared_size bigint)
+ON CONFLICT (event_id, media_kind, matrix_url) DO NOTHING
+"""
+
+# Redactions archived in this batch, and earlier-archived redactions whose target
+# arrives in this batch (a redaction can come before its target).
+APPLY_REDACTIONS = """
+WITH r AS (
+  SELECT red.event_id AS redaction_id, red.redacts AS target, red.room_id, red.sender,
+         red.timestamp, red.content ->> 'reason' AS reason
+    FROM archived_messages red
+   WHERE red.event_type = 'm.room.redaction' AND red.redacts IS NOT NULL
+     AND (red.event_id = ANY(%(ids)s) OR red.redacts = ANY(%(ids)s))
+)
+UPDATE archived_messages t
+   SET redacted = TRUE, redacted_at = to_timestamp(r.timestamp / 1000.0), redacted_by = r.sender,
+       redaction_reason = r.reason, redaction_event_id = r.redaction_id, updated_at = NOW()
+  FROM r
+ WHERE t.event_id = r.target AND t.room_id = r.room_id AND t.redacted IS NOT TRUE
+   AND t.event_type IS DISTINCT FROM 'm.room.create'
+RETURNING t.event_id, t.relation_type, t.relates_to_event_id
+"""
+
+# redaction_policy purge: clear the content of redacted events and of their edits.
+PURGE_CONTENT = """
+UPDATE archived_messages
+   SET content = '{}'::jsonb, event = CASE WHEN event IS NULL THEN NULL ELSE jsonb_set(event, '{content}', '{}'::jsonb) END,
+       event_raw = NULL, updated_at = NOW()
+ WHERE event_id = ANY(%(ids)s)
+    OR (relation_type = 'm.replace' AND relates_to_event_id = ANY(%(ids)s))
+RETURNING event_id
+"""
+
+# Uploaded objects of purged events are deleted by the uploader; others are dropped.
+PURGE_MEDIA = """
+UPDATE media_jobs
+   SET state = CASE WHEN state = 'done' THEN 'purge' ELSE 'purged' END,
+       next_attempt_at = NOW(), updated_at = NOW()
+ WHERE event_id = ANY(%(ids)s) AND state IN ('pending', 'done', 'dead', 'refused')
+"""
+
+# The original shows its latest valid edit (same sender, not redacted, newest by
+# origin_server_ts then event id); with no valid edit left it shows its own
+# content again. Rows with neither an edit nor edited_at are left untouched.
+APPLY_EDITS = """
+UPDATE archived_messages o
+   SET content = CASE
+         WHEN x.new_content IS NULL THEN COALESCE(o.event -> 'content', o.content)
+         WHEN o.event -> 'content' ? 'm.relates_to'
+           THEN x.new_content || jsonb_build_object('m.relates_to', o.event -> 'content' -> 'm.relates_to')
+         ELSE x.new_content END,
+       message_type = CASE WHEN o.event_type = 'm.room.message'
+         THEN COALESCE(x.new_content ->> 'msgtype', o.event -> 'content' ->> 'msgtype', o.message_type)
+         ELSE o.message_type END,
+       edited_at = to_timestamp(x.timestamp / 1000.0), updated_at = NOW()
+  FROM (
+    SELECT t.event_id AS target, l.new_content, l.timestamp
+      FROM archived_messages t
+      LEFT JOIN LATERAL (
+        SELECT e.content -> 'm.new_content' AS new_content, e.timestamp
+          FROM archived_messages e
+         WHERE e.relates_to_event_id = t.event_id AND e.relation_type = 'm.replace'
+           AND e.sender = t.sender AND e.redacted IS NOT TRUE
+           AND jsonb_typeof(e.content -> 'm.new_content') = 'object'
+         ORDER BY e.timestamp DESC, e.event_id DESC LIMIT 1) l ON TRUE
+     WHERE t.event_id = ANY(%(ids)s) AND t.relation_type IS DISTINCT FROM 'm.replace'
+       AND NOT (%(purge)s AND t.redacted IS TRUE)
+  ) x
+ WHERE o.event_id = x.target AND (x.new_content IS NOT NULL OR o.edited_at IS NOT NULL)
+"""
+
+UPSERT_ROOMS = """
+INSERT INTO monitored_rooms (room_id, room_name, room_alias, encryption, whatsapp_id, bridge_type,
+                             discovered_by, enabled, backfill, history_done)
+SELECT r.room_id, r.room_name, r.room_alias, r.encryption, r.whatsapp_id, COALESCE(r.bridge_type, 'matrix'),
+       'stream', TRUE, TRUE, TRUE
+  FROM jsonb_to_recordset(%s::jsonb) AS r(room_id text, room_name text, room_alias text, encryption text,
+                                         whatsapp_id text, bridge_type text)
+ON CONFLICT (room_id) DO UPDATE
+   SET room_name = COALESCE(EXCLUDED.room_name, monitored_rooms.room_name),
+       room_alias = COALESCE(EXCLUDED.room_alias, monitored_rooms.room_alias),
+       encryption = COALESCE(EXCLUDED.encryption, monitored_rooms.encryption),
+       whatsapp_id = COALESCE(EXCLUDED.whatsapp_id, monitored_rooms.whatsapp_id),
+       bridge_type = EXCLUDED.bridge_type,
+       updated_at = NOW()
+ WHERE (monitored_rooms.room_name, monitored_rooms.room_alias, monitored_rooms.encryption,
+        monitored_rooms.whatsapp_id, monitored_rooms.bridge_type)
+       IS DISTINCT FROM (COALESCE(EXCLUDED.room_name, monitored_rooms.room_name),
+                         COALESCE(EXCLUDED.room_alias, monitored_rooms.room_alias),
+                         COALESCE(EXCLUDED.encryption, monitored_rooms.encryption),
+                         COALESCE(EXCLUDED.whatsapp_id, monitored_rooms.whatsapp_id), EXCLUDED.bridge_type)
+"""
+
+QUARANTINE = """
+INSERT INTO quarantined_events (event_id, room_id, stream_ordering, reason, raw_json)
+SELECT q.event_id, q.room_id, q.stream_ordering, q.reason, q.raw_json
+  FROM jsonb_to_recordset(%s::jsonb) AS q(event_id text, room_id text, stream_ordering bigint, reason text, raw_json text)
+ON CONFLICT (event_id) DO UPDATE SET last_seen_at = NOW(), reason = EXCLUDED.reason
+"""
+
+# Forward streams only move up, the backfill stream only down: a stale batch can
+# never move a cursor back over rows stored since.
+ADVANCE_CURSOR = """
+INSERT INTO archive_cursors (stream, position) VALUES (%(stream)s, %(position)s)
+ON CONFLICT (stream) DO UPDATE
+   SET position = CASE WHEN EXCLUDED.stream = 'backfill' THEN LEAST(archive_cursors.position, EXCLUDED.position)
+                       ELSE GREATEST(archive_cursors.position, EXCLUDED.position) END,
+       updated_at = NOW()
+"""
+
+ADVANCE_ROOM_HISTORY = """
+UPDATE monitored_rooms SET history_cursor = GREATEST(COALESCE(history_cursor, %(position)s), %(position)s),
+       history_done = %(done)s, updated_at = NOW()
+ WHERE room_id = %(room_id)s
+"""

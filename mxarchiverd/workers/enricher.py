@@ -1,0 +1,71 @@
+"""Enricher stage: raw events -> classified archive rows with names and WhatsApp ids.
+
+Lookups are batched per batch (one query per kind, never per message) and cached.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from mxarchiverd.classify import build_row
+from mxarchiverd.db import connect_with_retry
+from mxarchiverd.enrich import enrich_row, room_summary
+from mxarchiverd.sources.bridge_db import BridgedMessage, BridgeReader
+from mxarchiverd.sources.room_state import RoomStateCache
+from mxarchiverd.sources.synapse_db import SynapseReader
+from mxarchiverd.workers.stage import Message, TransformStage
+
+
+class Enricher(TransformStage):
+    role = "enricher"
+
+    def open(self) -> None:
+        source = self.config.source
+        deadline = time.monotonic() + self.config.daemon.startup_timeout
+        assert source.synapse_db_url is not None
+        conn = connect_with_retry(source.synapse_db_url.value, purpose="enricher synapse", deadline=deadline)
+        self.state = RoomStateCache(SynapseReader(conn, source.statement_timeout))
+        self.bridge: BridgeReader | None = None
+        if source.bridge_db_url is not None:
+            bconn = connect_with_retry(source.bridge_db_url.value, purpose="enricher bridge", deadline=deadline)
+            self.bridge = BridgeReader(bconn, source.bridge_id, source.statement_timeout)
+        self.events_seen = 0
+
+    def close(self) -> None:
+        self.state.reader.conn.close()
+        if self.bridge:
+            self.bridge.conn.close()
+
+    def handle(self, message: Message) -> list[Message]:
+        events: list[dict[str, Any]] = message.pop("events")
+        self.state.invalidate(events)
+        rows = [build_row(event) for event in events]
+        rooms = self._rooms({row["room_id"] for row in rows})
+        names = self.state.display_names({(row["room_id"], row["sender"]) for row in rows})
+        bridged = self._bridged(rows, rooms)
+        for row in rows:
+            key = (row["room_id"], row["sender"])
+            enrich_row(row, rooms[row["room_id"]], names.get(key), bridged.get(row["event_id"]) or bridged.get(row["sender"]))
+        self.events_seen += len(rows)
+        return [{**message, "kind": "rows", "rows": rows, "rooms": list(rooms.values())}]
+
+    def stats(self) -> dict[str, float]:
+        return {"enriched": float(self.events_seen)}
+
+    def _rooms(self, room_ids: set[str]) -> dict[str, dict[str, Any]]:
+        infos = self.state.room_info(room_ids)
+        portals = self.bridge.portals(room_ids) if self.bridge else {}
+        kind = self.config.source.bridge_type
+        return {r: room_summary(r, infos[r], portals.get(r), kind) for r in room_ids}
+
+    def _bridged(self, rows: list[dict[str, Any]], rooms: dict[str, dict[str, Any]]) -> dict[str, BridgedMessage]:
+        """Bridge rows for events in portal rooms, keyed by event id, else by sender mxid."""
+        if self.bridge is None:
+            return {}
+        in_portals = [r for r in rows if rooms[r["room_id"]]["whatsapp_id"]]
+        if not in_portals:
+            return {}
+        found: dict[str, BridgedMessage] = dict(self.bridge.messages([r["event_id"] for r in in_portals]))
+        senders = {r["sender"] for r in in_portals if r["event_id"] not in found}
+        found.update(self.bridge.ghosts_by_mxid(senders))
+        return found

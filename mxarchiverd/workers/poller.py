@@ -1,0 +1,156 @@
+"""Poller stage: follow Synapse's event streams up to their commit-safe bounds.
+
+Four readers share one round: the forward stream (live), de-outliered events,
+federation backfill (negative orderings, read downward) and per-room history
+for rooms added after the stream had passed them. Each emits batches that carry
+the cursor position they cover; the dbwriter stores the cursor with the rows.
+The poller's own positions are in memory and start from the durable cursors, so
+a pipeline restart re-reads whatever was in flight.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from mxarchiverd.db import connect_with_retry
+from mxarchiverd.sources.bounds import StreamBounds, next_backfill_cursor, next_forward_cursor
+from mxarchiverd.sources.bridge_db import BridgeReader
+from mxarchiverd.sources.rooms import (
+    MIN_ORDERING, Registry, load_registry, register_config_rooms, register_discovered_rooms,
+)
+from mxarchiverd.sources.synapse_db import SynapseReader
+from mxarchiverd.workers.stage import Message, SourceStage
+
+BRIDGE_DISCOVERY_INTERVAL = 60.0
+
+
+class Poller(SourceStage):
+    role = "poller"
+
+    def open(self) -> None:
+        deadline = time.monotonic() + self.config.daemon.startup_timeout
+        source = self.config.source
+        assert source.synapse_db_url is not None and self.config.archive_dsn is not None
+        self.synapse = SynapseReader(
+            connect_with_retry(source.synapse_db_url.value, purpose="poller synapse", deadline=deadline),
+            source.statement_timeout)
+        self.archive = connect_with_retry(self.config.archive_dsn, purpose="poller", deadline=deadline, autocommit=True)
+        self.bridge = self._open_bridge(deadline)
+        self.cursors = self._durable_cursors()
+        self.bounds = StreamBounds(None, None)
+        self.emitted = 0
+        self.next_discovery = 0.0
+        self._register_rooms()
+
+    def _open_bridge(self, deadline: float) -> BridgeReader | None:
+        source = self.config.source
+        if not (source.auto_discover_bridged_rooms and source.bridge_db_url):
+            return None
+        conn = connect_with_retry(source.bridge_db_url.value, purpose="poller bridge", deadline=deadline, autocommit=True)
+        return BridgeReader(conn, source.bridge_id, source.statement_timeout)
+
+    def close(self) -> None:
+        for conn in (self.synapse.conn, self.archive, self.bridge.conn if self.bridge else None):
+            if conn is not None:
+                conn.close()
+
+    def reconfigure(self, config: Any) -> None:
+        self.config = config
+        self._register_rooms()
+
+    def stats(self) -> dict[str, float]:
+        lag = (self.bounds.forward - self.cursors["events"]) if self.bounds.forward is not None else 0
+        return {"lag": float(max(lag, 0)), "polled": float(self.emitted)}
+
+    def produce(self) -> tuple[list[Message], float]:
+        self.bounds = self.synapse.bounds(self.config.source.event_writers)
+        self._maybe_discover()
+        registry = load_registry(self.archive, self.config.rooms, self.bridge is not None)
+        batches = [b for b in (self._forward(registry), self._ex_outliers(registry),
+                               self._backfill(registry), self._room_history(registry)) if b]
+        busy = any(b.pop("full") for b in batches)
+        return batches, 0.0 if busy else self.config.processing.poll_interval
+
+    # --- the four readers -------------------------------------------------
+
+    def _forward(self, registry: Registry) -> Message | None:
+        bound, cursor = self.bounds.forward, self.cursors["events"]
+        if bound is None or bound <= cursor:
+            return None
+        limit = self.config.processing.batch_size
+        rows = self.synapse.forward(cursor, bound, registry.sql_room_filter(), limit)
+        full = len(rows) >= limit
+        self.cursors["events"] = next_forward_cursor(cursor, bound, rows[-1]["stream_ordering"] if rows else None, full)
+        return self._batch("events", self.cursors["events"], rows, registry, full)
+
+    def _ex_outliers(self, registry: Registry) -> Message | None:
+        bound, cursor = self.bounds.forward, self.cursors["ex_outlier"]
+        if bound is None or bound <= cursor:
+            return None
+        limit = self.config.processing.batch_size
+        found = self.synapse.ex_outliers(cursor, bound, registry.sql_room_filter(), limit)
+        full = len(found) >= limit
+        self.cursors["ex_outlier"] = next_forward_cursor(cursor, bound, found[-1][0] if found else None, full)
+        rows = [event for position, event in found if registry.should_archive(event["room_id"], position)]
+        return self._message("ex_outlier", self.cursors["ex_outlier"], rows, full)
+
+    def _backfill(self, registry: Registry) -> Message | None:
+        bound, cursor = self.bounds.backfill, self.cursors["backfill"]
+        if not self.config.source.follow_backfill or bound is None or bound >= cursor:
+            return None
+        limit = self.config.processing.batch_size
+        rows = self.synapse.backfill(cursor, bound, registry.sql_room_filter(), limit)
+        full = len(rows) >= limit
+        self.cursors["backfill"] = next_backfill_cursor(cursor, bound, rows[-1]["stream_ordering"] if rows else None, full)
+        return self._batch("backfill", self.cursors["backfill"], rows, registry, full)
+
+    def _room_history(self, registry: Registry) -> Message | None:
+        pending = registry.pending_history()
+        if not pending:
+            return None
+        room = pending[0]
+        cursor = room.history_cursor if room.history_cursor is not None else MIN_ORDERING
+        limit = self.config.processing.batch_size
+        rows = self.synapse.room_history(room.room_id, cursor, room.history_upto, limit)
+        full = len(rows) >= limit
+        position = rows[-1]["stream_ordering"] if rows else room.history_upto
+        message = self._message("room_history", position, rows, full)
+        message.update(room_id=room.room_id, done=not full)
+        return message
+
+    # --- helpers ----------------------------------------------------------
+
+    def _batch(self, stream: str, position: int, rows: list[dict[str, Any]], registry: Registry, full: bool) -> Message:
+        kept = [r for r in rows if registry.should_archive(r["room_id"], r["stream_ordering"])]
+        return self._message(stream, position, kept, full)
+
+    def _message(self, stream: str, position: int, rows: list[dict[str, Any]], full: bool) -> Message:
+        events = [r for r in rows if not r["soft_failed"]]
+        self.emitted += len(events)
+        return {"kind": "events", "stream": stream, "position": position, "events": events, "full": full}
+
+    def _durable_cursors(self) -> dict[str, int]:
+        found = dict(self.archive.execute("SELECT stream, position FROM archive_cursors").fetchall())
+        return {stream: int(found.get(stream, 0)) for stream in ("events", "ex_outlier", "backfill")}
+
+    def _register_rooms(self) -> None:
+        bound = self.synapse.bounds(self.config.source.event_writers).forward
+        cursor, backfill_cursor = self.cursors["events"], self.cursors["backfill"]
+        added_at = bound if bound is not None else cursor
+        register_config_rooms(self.archive, self.config.rooms, added_at=added_at, cursor=cursor,
+                              backfill_cursor=backfill_cursor)
+        if not self.config.rooms:
+            rooms = [{"room_id": r, "room_name": None, "whatsapp_id": None, "bridge_type": None}
+                     for r in self.synapse.all_room_ids()]
+            register_discovered_rooms(self.archive, rooms, discovered_by="synapse", cursor=cursor,
+                                      backfill_cursor=backfill_cursor)
+
+    def _maybe_discover(self) -> None:
+        """Seed 001 phase 3: every bridged portal room becomes a monitored room."""
+        if self.bridge is None or time.monotonic() < self.next_discovery:
+            return
+        self.next_discovery = time.monotonic() + BRIDGE_DISCOVERY_INTERVAL
+        rooms = [{"room_id": p.room_id, "room_name": p.name, "whatsapp_id": p.chat_id,
+                  "bridge_type": self.config.source.bridge_type} for p in self.bridge.all_portals()]
+        register_discovered_rooms(self.archive, rooms, discovered_by="bridge", cursor=self.cursors["events"],
+                                  backfill_cursor=self.cursors["backfill"])

@@ -1,0 +1,8 @@
+"""Shared fixtures: real PostgreSQL, a real Synapse, the bridge schema, the storage double."""
+from __future__ import annotations
+
+pytest_plugins = [
+    "tests.support.pg",
+    "tests.support.synapse",
+    "tests.support.bridge",
+]
