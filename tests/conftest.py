@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.support.pg",
     "tests.support.synapse",
     "tests.support.bridge",
+    "tests.support.synth",
 ]
