@@ -23,10 +23,12 @@ from mxarchiverd.workers.enricher import Enricher
 from mxarchiverd.workers.poller import Poller
 
 
-def write_config(tmp_path: Path, synapse_dsn: str, archive_dsn: str, extra: str = "") -> Config:
+def write_config(tmp_path: Path, synapse_dsn: str, archive_dsn: str, extra: str = "",
+                 source_extra: str = "") -> Config:
+    """A config file for the test; `extra` adds top-level sections, `source_extra` keys of source."""
     path = tmp_path / "mxarchiver.yaml"
     path.write_text(
-        f"source:\n  synapse_db_url: '{synapse_dsn}'\n  statement_timeout: 10s\n"
+        f"source:\n  synapse_db_url: '{synapse_dsn}'\n  statement_timeout: 10s\n{source_extra}"
         f"archive:\n  database_url: '{archive_dsn}'\n  storage_path: {tmp_path / 'media'}\n" + extra
     )
     return load_config(str(path), {})
