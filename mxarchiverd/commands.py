@@ -1,10 +1,34 @@
-"""Operator subcommands beyond run/migrate/check-config."""
+"""Operator subcommands beyond run/migrate/check-config: status, verify."""
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
-from typing import Any
 
 
-def register(sub: argparse._SubParsersAction, add: Callable[..., Any]) -> None:
-    return None
+from mxarchiverd.config import Config
+from mxarchiverd.exitcodes import ExitCode
+
+
+def register(sub: argparse._SubParsersAction, add: Callable[..., argparse.ArgumentParser]) -> None:
+    status = add(sub, "status", cmd_status, "show how far the archive is behind Synapse (from the databases)")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    add(sub, "verify", cmd_verify, "compare source and archive event ids per monitored room")
+
+
+def cmd_status(config: Config, args: argparse.Namespace) -> int:
+    from mxarchiverd import status
+
+    found = status.collect(config)
+    print(json.dumps(found.as_dict(), indent=2) if args.json else status.render(found))
+    return ExitCode.OK
+
+
+def cmd_verify(config: Config, args: argparse.Namespace) -> int:
+    from mxarchiverd import verify
+
+    reports = verify.verify(config)
+    print(verify.render(reports))
+    return ExitCode.VERIFY_MISMATCH if any(r.missing for r in reports) else ExitCode.OK
+
+

@@ -1,11 +1,15 @@
 """End to end with a real Synapse: what clients sent is what the archive holds."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from mxarchiverd import status
+from mxarchiverd.verify import verify
 from tests.support.conversation import send_conversation
 from tests.support.matrix_client import MatrixClient
 from tests.support.pipeline import archived, pipeline, write_config
@@ -79,6 +83,12 @@ def test_every_kind_of_event_is_archived_as_sent(synapse: SynapseServer, fresh_d
     assert {event for event, _ in jobs} >= set(before.media)
     assert room == ("Later room",)
 
+    reports = {r.room_id: r for r in verify(config)}
+    assert set(reports) == {before.room_id, later_room}
+    assert all(not r.missing and r.archived == r.source for r in reports.values())
+    found = status.collect(config)
+    assert found.lag_positions == 0 and found.media.get("pending", 0) >= 3 and not found.caught_up
+
 
 def test_backfill_false_room_starts_from_when_it_was_added(synapse: SynapseServer, fresh_db: str, tmp_path: Path) -> None:
     alice = synapse.register("alice_nobf")
@@ -99,3 +109,20 @@ def test_backfill_false_room_starts_from_when_it_was_added(synapse: SynapseServe
         p.run_until_caught_up()
     rows = archived(fresh_db)
     assert new in rows and old not in rows and hidden not in rows
+
+
+def test_verify_reports_a_missing_event_and_exits_4(synapse: SynapseServer, fresh_db: str, tmp_path: Path) -> None:
+    alice = synapse.register("alice_verify")
+    room = alice.create_room(name="verify me")
+    last = alice.send_text(room, "one")
+    wait_bound_covers(synapse, last)
+    config = write_config(tmp_path, synapse.db_dsn, fresh_db, f"rooms:\n  - room_id: '{room}'\n")
+    with pipeline(config) as p:
+        p.run_until_caught_up()
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("DELETE FROM archived_messages WHERE event_id = %s", (last,))
+    cli = [sys.executable, "-m", "mxarchiverd", "--config", str(tmp_path / "mxarchiver.yaml")]
+    result = subprocess.run(cli + ["verify"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 4 and f"MISSING 1: {last}" in result.stdout
+    shown = subprocess.run(cli + ["status"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "behind by 0 positions" in shown.stdout, shown.stderr
