@@ -41,6 +41,26 @@ def parse_event_json(text: str) -> tuple[dict[str, Any] | None, str | None]:
 
 
 def build_row(source: dict[str, Any]) -> dict[str, Any]:
+    """Like classify_event, but an unforeseen failure on one event yields a raw row, never an exception."""
+    try:
+        return classify_event(source)
+    except Exception as exc:  # noqa: BLE001 - one hostile event must not stall the stream
+        return fallback_row(source, f"could not classify: {type(exc).__name__}: {exc}")
+
+
+def fallback_row(source: dict[str, Any], problem: str) -> dict[str, Any]:
+    """The event's columns from Synapse's events table, and its JSON as exact text."""
+    row = {key: None for key in ("thread_id", "reply_to_event_id", "relation_type", "relates_to_event_id",
+                                 "reaction_key", "redacts", "event")}
+    row.update({key: source[key] for key in ("event_id", "room_id", "state_key", "stream_ordering",
+                                               "topological_ordering")})
+    row.update(sender=source["sender"] or "", timestamp=_timestamp(source, None), message_type=source["type"],
+               event_type=source["type"], encrypted=source["type"] == "m.room.encrypted", content={},
+               event_raw=source["json"], archive_problem=problem, media=[])
+    return row
+
+
+def classify_event(source: dict[str, Any]) -> dict[str, Any]:
     """The archived_messages row (plus media refs) for one event from the poller."""
     event, problem = parse_event_json(source["json"])
     content = _dict(event.get("content")) if event else {}
@@ -104,7 +124,7 @@ def media_refs(event_type: str, content: dict[str, Any]) -> list[MediaRef]:
 def _refs_of(event_type: str, content: dict[str, Any]) -> list[MediaRef]:
     if event_type == "m.sticker":
         media_type = "m.sticker"
-    elif event_type == "m.room.message" and content.get("msgtype") in MEDIA_MSGTYPES:
+    elif event_type == "m.room.message" and _str(content.get("msgtype")) in MEDIA_MSGTYPES:
         media_type = content["msgtype"]
     else:
         return []

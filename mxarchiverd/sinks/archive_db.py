@@ -19,7 +19,7 @@ from mxarchiverd.sinks.archive_sql import ROW_COLUMNS
 
 log = logging.getLogger(__name__)
 _ROW_KEYS = tuple(name for name, _ in ROW_COLUMNS)
-QUARANTINE_PREFIXES = ("invalid JSON", "event JSON is")
+QUARANTINE_PREFIXES = ("invalid JSON", "event JSON is", "could not classify")
 
 
 @dataclass(frozen=True)

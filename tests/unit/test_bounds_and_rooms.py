@@ -1,0 +1,43 @@
+"""Commit-safe bounds and room selection (pure)."""
+from __future__ import annotations
+
+from mxarchiverd.sources.bounds import compute_bounds, next_backfill_cursor, next_forward_cursor
+from mxarchiverd.sources.rooms import Registry, RoomEntry, history_needed
+
+
+def test_bound_is_the_minimum_over_configured_writers() -> None:
+    rows = [("events", "w1", 120), ("events", "w2", 100), ("backfill", "w1", -40), ("backfill", "w2", -55)]
+    bounds = compute_bounds(rows, ("w1", "w2"))
+    assert bounds.forward == 100 and bounds.backfill == -40
+
+
+def test_a_writer_without_a_row_holds_the_bound() -> None:
+    assert compute_bounds([("events", "w1", 120)], ("w1", "w2")).forward is None
+    assert compute_bounds([], ("master",)) == compute_bounds([("other", "master", 5)], ("master",))
+
+
+def test_forward_cursor_moves_to_bound_only_when_the_batch_was_not_full() -> None:
+    assert next_forward_cursor(10, 50, 30, full_batch=True) == 30
+    assert next_forward_cursor(10, 50, 30, full_batch=False) == 50
+    assert next_forward_cursor(10, 50, None, full_batch=False) == 50
+    assert next_backfill_cursor(0, -50, -20, full_batch=True) == -20
+    assert next_backfill_cursor(0, -50, None, full_batch=False) == -50
+
+
+def entry(room_id: str, *, enabled: bool = True, backfill: bool = True, added_at: int = 0) -> RoomEntry:
+    return RoomEntry(room_id, enabled, backfill, added_at, 0, None, True, "config")
+
+
+def test_registry_rules() -> None:
+    rooms = {"!a": entry("!a"), "!b": entry("!b", backfill=False, added_at=100), "!c": entry("!c", enabled=False)}
+    explicit = Registry(rooms, all_rooms=False, selected=frozenset({"!a", "!b", "!c"}))
+    assert explicit.should_archive("!a", 1) and not explicit.should_archive("!zz", 1)
+    assert not explicit.should_archive("!b", 100) and explicit.should_archive("!b", 101)
+    assert not explicit.should_archive("!c", 500)
+    assert explicit.sql_room_filter() == ["!a", "!b"]
+    every = Registry(rooms, all_rooms=True, selected=frozenset())
+    assert every.should_archive("!new", 1) and every.sql_room_filter() is None and not every.should_archive("!c", 9)
+
+
+def test_history_needed_once_a_stream_has_moved() -> None:
+    assert not history_needed(0, 0) and history_needed(5, 0) and history_needed(0, -3)
