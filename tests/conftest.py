@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.support.synapse",
     "tests.support.bridge",
     "tests.support.synth",
+    "tests.support.storage_double",
 ]

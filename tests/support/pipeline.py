@@ -97,3 +97,29 @@ def archived(archive_dsn: str, room_id: str | None = None) -> dict[str, dict[str
         else:
             cur.execute("SELECT * FROM archived_messages")
         return {row["event_id"]: row for row in cur.fetchall()}
+
+
+def run_uploader_until_idle(config: Config, timeout_s: float = 120.0) -> None:
+    """Drive the uploader stage in-process until no media job is due or running."""
+    from mxarchiverd.workers.uploader import Uploader
+
+    uploader = Uploader(config, lambda: None)
+    uploader.open()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            _, delay = uploader.produce()
+            if not uploader.running and uploader.bucket_ready and not _jobs_due(config):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError("uploader did not finish its media jobs")
+            time.sleep(min(delay, 0.05))  # the stage's own pacing, as the runner would wait
+    finally:
+        uploader.close()
+
+
+def _jobs_due(config: Config) -> bool:
+    with psycopg.connect(config.archive_dsn or "") as conn:
+        row = conn.execute("SELECT count(*) FROM media_jobs WHERE state IN ('pending', 'purge')"
+                           " AND next_attempt_at <= NOW()").fetchone()
+    return bool(row and row[0])

@@ -1,0 +1,168 @@
+"""Uploader stage: claims media jobs from the archive database and transfers them.
+
+`concurrent_uploads` transfers run on worker threads (I/O bound: disk, HTTP);
+the stage's own loop only claims, collects results and extends leases, so its
+heartbeat stays fresh however long a 60 MB upload takes.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from psycopg_pool import ConnectionPool
+
+from mxarchiverd.db import DatabaseUnavailable
+from mxarchiverd.media import jobs as sql
+from mxarchiverd.media.errors import MediaRefused
+from mxarchiverd.media.fetch import FetchFailed
+from mxarchiverd.media.jobs import Job, plan_failure
+from mxarchiverd.media.transfer import Stored, transfer
+from mxarchiverd.sinks.storage import ObjectStore, StorageError, open_store
+from mxarchiverd.workers.stage import SourceStage
+
+log = logging.getLogger(__name__)
+LEASE_REFRESH = 30.0
+
+
+class Uploader(SourceStage):
+    role = "uploader"
+
+    def open(self) -> None:
+        slots = self.config.processing.concurrent_uploads
+        assert self.config.archive_dsn is not None and self.config.source.synapse_db_url is not None
+        self.archive = _pool(self.config.archive_dsn, "uploader", slots + 1, self.config.daemon.startup_timeout)
+        self.synapse = _pool(self.config.source.synapse_db_url.value, "uploader synapse", slots,
+                             self.config.daemon.startup_timeout)
+        self.store: ObjectStore = open_store(self.config)
+        # Checked in produce(), not here: storage being down must not crash-loop the
+        # uploader (and with it the unit) while messages can still be archived.
+        self.bucket_ready = False
+        self.workdir = Path(tempfile.mkdtemp(prefix="mxarchiverd-media-"))
+        self.threads = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="upload")
+        self.running: dict[Future[None], Job] = {}
+        self.next_refresh = time.monotonic() + LEASE_REFRESH
+        self.counts = {"uploaded": 0, "refused": 0, "failed": 0}
+
+    def close(self) -> None:
+        self.threads.shutdown(wait=True, cancel_futures=True)
+        self.store.close()
+        self.archive.close()
+        self.synapse.close()
+        for leftover in self.workdir.glob("*"):
+            leftover.unlink(missing_ok=True)
+        self.workdir.rmdir()
+
+    def stats(self) -> dict[str, float]:
+        return {"media_" + k: float(v) for k, v in self.counts.items()} | {"media_running": float(len(self.running))}
+
+    def produce(self) -> tuple[list[dict[str, object]], float]:
+        if not self.bucket_ready and not self._ensure_bucket():
+            return [], self.config.processing.retry_delay
+        self._collect()
+        self._refresh_leases()
+        free = self.config.processing.concurrent_uploads - len(self.running)
+        claimed = self._claim(free) if free > 0 else []
+        for job in claimed:
+            self.running[self.threads.submit(self._run, job)] = job
+        return [], 0.05 if claimed or self.running else self.config.processing.poll_interval
+
+    def _ensure_bucket(self) -> bool:
+        try:
+            self.store.ensure_bucket()
+        except StorageError as exc:
+            log.warning("storage bucket not ready, media waits: %s", exc)
+            return False
+        self.bucket_ready = True
+        return True
+
+    def _claim(self, limit: int) -> list[Job]:
+        with self.archive.connection() as conn:
+            rows = conn.execute(sql.CLAIM_SQL, {"lease": sql.LEASE_SECONDS, "limit": limit}).fetchall()
+        return [Job(*row) for row in rows]
+
+    def _collect(self) -> None:
+        for future in [f for f in self.running if f.done()]:
+            job = self.running.pop(future)
+            if future.exception() is not None:
+                log.error("media job %s failed unexpectedly: %s", job.id, future.exception())
+
+    def _refresh_leases(self) -> None:
+        if time.monotonic() < self.next_refresh or not self.running:
+            return
+        self.next_refresh = time.monotonic() + LEASE_REFRESH
+        with self.archive.connection() as conn:
+            conn.execute(sql.EXTEND_LEASES_SQL, {"lease": sql.LEASE_SECONDS, "ids": [j.id for j in self.running.values()]})
+
+    # --- on worker threads -------------------------------------------------
+
+    def _run(self, job: Job) -> None:
+        if job.state == "purge":
+            self._purge(job)
+            return
+        try:
+            with self.synapse.connection() as synapse:
+                stored = transfer(job, self.config, synapse, self.store, self.workdir)
+        except MediaRefused as exc:
+            self._fail(job, "refused", exc.reason)
+        except StorageError as exc:
+            self._fail(job, "transient" if exc.retryable else "refused", str(exc))
+        except (FetchFailed, OSError) as exc:
+            self._fail(job, "counted", str(exc))
+        else:
+            self._record(job, stored)
+
+    def _record(self, job: Job, stored: Stored) -> None:
+        bucket = self.config.supabase.storage.bucket
+        with self.archive.connection() as conn, conn.transaction():
+            if conn.execute(sql.MARK_DONE_SQL, {"id": job.id}).fetchone() is None:
+                # Purged (redaction_policy purge) while we uploaded: take the object back out.
+                self.store.delete(stored.object_path)
+                return
+            media_id = conn.execute(sql.RECORD_MEDIA_SQL, {
+                "event_id": job.event_id, "media_type": sql.media_type_label(job.media_type),
+                "original_filename": stored.filename, "file_size": stored.size, "mime_type": stored.mime_type,
+                "matrix_url": job.matrix_url, "storage_bucket": bucket, "storage_path": stored.object_path,
+                "public_url": self.store.object_url(stored.object_path), "media_kind": job.media_kind,
+                "sha256": stored.sha256, "encrypted": job.encrypted_file is not None,
+            }).fetchone()[0]
+            if self.config.processing.analysis_jobs and job.media_kind == "file":
+                conn.execute(sql.ANALYSIS_JOB_SQL, {"media_id": media_id, "event_id": job.event_id,
+                                                    "storage_bucket": bucket, "storage_path": stored.object_path,
+                                                    "mime_type": stored.mime_type})
+        self.counts["uploaded"] += 1
+
+    def _fail(self, job: Job, kind: sql.FailureKind, reason: str) -> None:
+        processing = self.config.processing
+        plan = plan_failure(kind, job.attempts, processing.retry_attempts, processing.retry_delay)
+        log.warning("media job %s (%s of %s): %s -> %s", job.id, job.matrix_url[:120], job.event_id, reason, plan.state)
+        with self.archive.connection() as conn:
+            conn.execute(sql.RESCHEDULE_SQL, {"id": job.id, "state": plan.state, "counted": plan.counted,
+                                              "error": reason[:1000], "delay": plan.delay})
+        self.counts["refused" if plan.state == "refused" else "failed"] += 1
+
+    def _purge(self, job: Job) -> None:
+        from mxarchiverd.media.paths import parse_mxc, storage_object_path
+
+        kind = "original" if job.media_kind == "file" else "thumbnail"
+        try:
+            self.store.delete(storage_object_path(parse_mxc(job.matrix_url), kind))
+        except StorageError as exc:
+            log.warning("could not delete purged media of %s yet: %s", job.event_id, exc)
+            return  # the lease runs out and the purge is tried again
+        with self.archive.connection() as conn:
+            conn.execute(sql.PURGED_SQL, {"id": job.id})
+
+
+def _pool(dsn: str, purpose: str, size: int, timeout: float) -> ConnectionPool:
+    pool = ConnectionPool(dsn, min_size=1, max_size=size, open=False, name=purpose,
+                          kwargs={"autocommit": True, "prepare_threshold": None,
+                                  "application_name": f"mxarchiverd {purpose}"})
+    try:
+        pool.open(wait=True, timeout=max(timeout, 1.0))
+    except Exception:  # noqa: BLE001 - psycopg_pool raises PoolTimeout after its own retries
+        pool.close()
+        raise DatabaseUnavailable(f"{purpose} database unreachable") from None
+    return pool
