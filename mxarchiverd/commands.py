@@ -14,6 +14,7 @@ def register(sub: argparse._SubParsersAction, add: Callable[..., argparse.Argume
     status = add(sub, "status", cmd_status, "show how far the archive is behind Synapse (from the databases)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     add(sub, "verify", cmd_verify, "compare source and archive event ids per monitored room")
+    add(sub, "media-retry", cmd_media_retry, "send dead-lettered media jobs back to the uploader")
 
 
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
@@ -32,3 +33,14 @@ def cmd_verify(config: Config, args: argparse.Namespace) -> int:
     return ExitCode.VERIFY_MISMATCH if any(r.missing for r in reports) else ExitCode.OK
 
 
+
+
+def cmd_media_retry(config: Config, args: argparse.Namespace) -> int:
+    from mxarchiverd.db import connect
+    from mxarchiverd.media.jobs import RETRY_DEAD_SQL
+
+    assert config.archive_dsn is not None
+    with connect(config.archive_dsn, purpose="media-retry", autocommit=True) as conn:
+        revived = conn.execute(RETRY_DEAD_SQL).fetchall()
+    print(f"{len(revived)} dead media job(s) queued again")
+    return ExitCode.OK

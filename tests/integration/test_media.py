@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 import os
 from pathlib import Path
 
@@ -144,3 +145,61 @@ def test_remote_http_encrypted_and_refused_media(synapse: SynapseServer, storage
     remote_row = archived_media(fresh_db)[remote_event]
     assert remote_row["sha256"] == hashlib.sha256(remote_bytes).hexdigest()
     assert remote_row["mime_type"] == "image/jpeg" and remote_row["original_filename"] == "far.jpg"
+
+
+def test_storage_down_for_a_minute_loses_nothing_and_stores_nothing_twice(
+        synapse: SynapseServer, storage_double: StorageDouble, fresh_db: str, tmp_path: Path) -> None:
+    alice = synapse.register("alice_outage")
+    room = alice.create_room(name="outage")
+    config = media_config(tmp_path, synapse, fresh_db, storage_double, room)
+    from mxarchiverd.workers.uploader import Uploader
+
+    uploader = Uploader(config, lambda: None)
+    uploader.open()
+    try:
+        with pipeline(config) as p:
+            p.run_until_caught_up()
+            assert uploader.produce() is not None and uploader.bucket_ready
+            storage_double.down()
+            sent = [send_file(alice, room, os.urandom(20_000 + i), "image/png", f"p{i}.png", "m.image")[0]
+                    for i in range(6)]
+            wait_bound_covers(synapse, sent[-1])
+            p.run_until_caught_up()
+            outage_ends = time.monotonic() + 60
+            while time.monotonic() < outage_ends:  # the uploader keeps trying through the outage
+                _, delay = uploader.produce()
+                time.sleep(min(delay, 0.2))
+            assert not archived_media(fresh_db)
+            assert all(state == "pending" for state, _ in job_states(fresh_db).values())
+            storage_double.up()
+    finally:
+        uploader.close()
+    run_uploader_until_idle(config)
+    rows = archived_media(fresh_db)
+    assert set(rows) == set(sent) and len(storage_double.objects(BUCKET)) == len(sent)
+    with psycopg.connect(fresh_db) as conn:
+        counts = conn.execute("SELECT count(*), count(DISTINCT (event_id, matrix_url)) FROM archived_media").fetchone()
+    assert counts == (len(sent), len(sent))
+
+
+def test_purge_policy_deletes_the_stored_object(synapse: SynapseServer, storage_double: StorageDouble,
+                                                fresh_db: str, tmp_path: Path) -> None:
+    alice = synapse.register("alice_purge")
+    room = alice.create_room(name="purge")
+    keep, _ = send_file(alice, room, os.urandom(1000), "image/png", "keep.png", "m.image")
+    gone, _ = send_file(alice, room, os.urandom(1000), "image/png", "gone.png", "m.image")
+    wait_bound_covers(synapse, gone)
+    config = media_config(tmp_path, synapse, fresh_db, storage_double, room,
+                          extra="  redaction_policy: purge\n")
+    with pipeline(config) as p:
+        p.run_until_caught_up()
+        run_uploader_until_idle(config)
+        gone_path = archived_media(fresh_db)[gone]["storage_path"]
+        assert gone_path in storage_double.objects(BUCKET)
+        redaction = alice.redact(room, gone, reason="wrong photo")
+        wait_bound_covers(synapse, redaction)
+        p.run_until_caught_up()
+    run_uploader_until_idle(config)
+    assert gone_path not in storage_double.objects(BUCKET) and gone not in archived_media(fresh_db)
+    assert keep in archived_media(fresh_db)
+    assert job_states(fresh_db)[gone][0] == "purged"
