@@ -10,6 +10,7 @@ a pipeline restart re-reads whatever was in flight.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from mxarchiverd.db import connect_with_retry
@@ -74,14 +75,24 @@ class Poller(SourceStage):
     # --- the four readers -------------------------------------------------
 
     def _forward(self, registry: Registry) -> Message | None:
-        bound, cursor = self.bounds.forward, self.cursors["events"]
-        if bound is None or bound <= cursor:
+        return self._follow("events", self.bounds.forward, self.synapse.forward, next_forward_cursor, registry)
+
+    def _backfill(self, registry: Registry) -> Message | None:
+        if not self.config.source.follow_backfill:
+            return None
+        return self._follow("backfill", self.bounds.backfill, self.synapse.backfill, next_backfill_cursor, registry)
+
+    def _follow(self, stream: str, bound: int | None, read: Callable[..., list[dict[str, Any]]],
+                advance: Callable[[int, int, int | None, bool], int], registry: Registry) -> Message | None:
+        """One batch of a stream between its cursor and its bound (upward or downward)."""
+        cursor = self.cursors[stream]
+        if bound is None or advance(cursor, bound, None, False) == cursor:
             return None
         limit = self.config.processing.batch_size
-        rows = self.synapse.forward(cursor, bound, registry.sql_room_filter(), limit)
+        rows = read(cursor, bound, registry.sql_room_filter(), limit)
         full = len(rows) >= limit
-        self.cursors["events"] = next_forward_cursor(cursor, bound, rows[-1]["stream_ordering"] if rows else None, full)
-        return self._batch("events", self.cursors["events"], rows, registry, full)
+        self.cursors[stream] = advance(cursor, bound, rows[-1]["stream_ordering"] if rows else None, full)
+        return self._batch(stream, self.cursors[stream], rows, registry, full)
 
     def _ex_outliers(self, registry: Registry) -> Message | None:
         bound, cursor = self.bounds.forward, self.cursors["ex_outlier"]
@@ -93,16 +104,6 @@ class Poller(SourceStage):
         self.cursors["ex_outlier"] = next_forward_cursor(cursor, bound, found[-1][0] if found else None, full)
         rows = [event for position, event in found if registry.should_archive(event["room_id"], position)]
         return self._message("ex_outlier", self.cursors["ex_outlier"], rows, full)
-
-    def _backfill(self, registry: Registry) -> Message | None:
-        bound, cursor = self.bounds.backfill, self.cursors["backfill"]
-        if not self.config.source.follow_backfill or bound is None or bound >= cursor:
-            return None
-        limit = self.config.processing.batch_size
-        rows = self.synapse.backfill(cursor, bound, registry.sql_room_filter(), limit)
-        full = len(rows) >= limit
-        self.cursors["backfill"] = next_backfill_cursor(cursor, bound, rows[-1]["stream_ordering"] if rows else None, full)
-        return self._batch("backfill", self.cursors["backfill"], rows, registry, full)
 
     def _room_history(self, registry: Registry) -> Message | None:
         pending = registry.pending_history()
