@@ -100,7 +100,7 @@ def archived(archive_dsn: str, room_id: str | None = None) -> dict[str, dict[str
 
 
 def run_uploader_until_idle(config: Config, timeout_s: float = 120.0) -> None:
-    """Drive the uploader stage in-process until no media job is due or running."""
+    """Drive the uploader stage in-process until no media job is pending or running."""
     from mxarchiverd.workers.uploader import Uploader
 
     uploader = Uploader(config, lambda: None)
@@ -120,6 +120,6 @@ def run_uploader_until_idle(config: Config, timeout_s: float = 120.0) -> None:
 
 def _jobs_due(config: Config) -> bool:
     with psycopg.connect(config.archive_dsn or "") as conn:
-        row = conn.execute("SELECT count(*) FROM media_jobs WHERE state IN ('pending', 'purge')"
-                           " AND next_attempt_at <= NOW()").fetchone()
+        # Jobs waiting out a retry delay count too: idle means nothing left to do at all.
+        row = conn.execute("SELECT count(*) FROM media_jobs WHERE state IN ('pending', 'purge')").fetchone()
     return bool(row and row[0])
