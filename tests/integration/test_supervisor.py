@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -221,17 +222,18 @@ class Daemon:
 
 
 @pytest.fixture
-def daemon() -> Iterator[Daemon]:
-    # A short directory: AF_UNIX socket paths are limited to 107 bytes.
-    workdir = Path(tempfile.mkdtemp(prefix="mxsup-"))
-    notify = NotifyListener(workdir / "notify.sock")
-    d = Daemon(workdir, notify)
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    # The socket in a short directory of its own: AF_UNIX paths are limited to 107 bytes.
+    socket_dir = Path(tempfile.mkdtemp(prefix="mxsup-"))
+    notify = NotifyListener(socket_dir / "notify.sock")
+    d = Daemon(tmp_path, notify)
     d.write_config()
     try:
         yield d
     finally:
         d.cleanup()
         notify.close()
+        shutil.rmtree(socket_dir, ignore_errors=True)
 
 
 def start_ready(daemon: Daemon) -> int:
