@@ -106,12 +106,16 @@ def terminate(proc: ProcessId, grace_s: float) -> bool:
     return False
 
 
-def kill_group_leftovers(pgid: int, grace_s: float) -> list[int]:
+def kill_group_leftovers(pgid: int, settle_s: float, grace_s: float) -> list[int]:
     """Stop what is left of a process group whose leader has exited; return their PIDs.
 
+    Members get ``settle_s`` to exit by themselves first: a multiprocessing
+    forkserver, for one, only notices that its parent is gone a moment later.
     Safe by PID: the kernel never hands out a PID that is still in use as a
     process group id, so every member found really descends from our leader.
     """
+    if wait_until(lambda: not group_members(pgid), settle_s):
+        return []
     leftovers = group_members(pgid)
     for pid in leftovers:
         _signal(pid, signal.SIGTERM)

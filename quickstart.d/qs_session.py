@@ -90,9 +90,10 @@ def stop_daemon(proc: ProcessId, say: Callable[[str], None]) -> None:
             + ("" if clean else f", by SIGKILL after {DAEMON_STOP_GRACE_S}s"))
     # The daemon runs in its own process group; anything left in it is a worker
     # the supervisor failed to stop.
-    leftovers = kill_group_leftovers(proc.pid, grace_s=10)
+    leftovers = kill_group_leftovers(proc.pid, settle_s=5, grace_s=10)
     if leftovers:
-        say(f"warning: {len(leftovers)} mxarchiverd worker(s) outlived the supervisor and were stopped: {leftovers}")
+        say(f"warning: {len(leftovers)} process(es) of mxarchiverd outlived the supervisor by 5s "
+            f"and were stopped: {leftovers}")
 
 
 def stop_synapse(proc: ProcessId, say: Callable[[str], None]) -> None:
