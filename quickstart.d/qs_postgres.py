@@ -157,12 +157,17 @@ def prepare_root(data_dir: Path, run_as: str | None) -> Path:
 
 
 def remove_outside_root(data_dir: Path) -> None:
-    """Delete a cluster that prepare_root put outside data_dir (only one of ours)."""
+    """Delete a (stopped) cluster that prepare_root put outside data_dir, and its symlink.
+
+    Nothing of a finished run should linger outside the data directory, where
+    nobody would look for it.
+    """
     link = data_dir / "pg"
     if link.is_symlink():
         target = os.readlink(link)
         if target.startswith(FALLBACK_PREFIX):
             shutil.rmtree(target, ignore_errors=True)
+            link.unlink()
 
 
 def _give_to(path: Path, user: str) -> None:

@@ -149,6 +149,9 @@ def start_postgres(session: Session, pg_port: int) -> Cluster:
     cluster.create_databases()
     session.say(f"PostgreSQL started on 127.0.0.1:{pg_port} (data: {cluster.root}"
                 + (f", run as OS user {run_as})" if run_as else ")"))
+    if not cluster.root.is_relative_to(session.data_dir):
+        session.say(f"  (outside {session.data_dir} because the {run_as} user cannot enter it; "
+                    "removed again when the run ends)")
     return cluster
 
 
@@ -277,6 +280,7 @@ def run(args: argparse.Namespace) -> int:
     # Leftovers of a --keep run (or of a run that was killed) hold the ports and files.
     stop_recorded(previous, lambda text: session.say(f"previous run: {text}"))
     if args.stop:
+        qs_postgres.remove_outside_root(data_dir)
         if not was_running:
             session.say(f"nothing from an earlier run in {data_dir} was running")
         return 0
@@ -298,6 +302,8 @@ def run(args: argparse.Namespace) -> int:
             print_kept(session)
         else:
             stop_recorded(session.state, session.say)
+            if problems is not None:  # after a failure its server.log may explain it
+                qs_postgres.remove_outside_root(data_dir)
     session.say(f"done in {time.monotonic() - session.started:.0f}s; the files stay in {data_dir} until the next run")
     return 1 if problems else 0
 

@@ -124,3 +124,6 @@ def test_quickstart_archives_the_sample_and_stops_everything(tmp_path: Path) -> 
 
     state = json.loads((data_dir / "quickstart.json").read_text())
     assert not survivors(state), out
+    # As root, pytest's private tmp_path keeps the postgres user out, so the
+    # cluster lived under /var/tmp: it must not outlive the run.
+    assert Path(state["postgres"]["root"]).is_relative_to(data_dir) or not Path(state["postgres"]["root"]).exists()
