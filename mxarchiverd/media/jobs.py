@@ -54,6 +54,7 @@ WITH done AS (UPDATE media_jobs SET state = 'purged', last_error = NULL, updated
 DELETE FROM archived_media m USING done
  WHERE m.event_id = done.event_id AND m.media_kind = done.media_kind AND m.matrix_url = done.matrix_url
 """
+BACKLOG_SQL = "SELECT count(*) FROM media_jobs WHERE state IN ('pending', 'purge')"
 RETRY_DEAD_SQL = """
 UPDATE media_jobs SET state = 'pending', attempts = 0, last_error = NULL, next_attempt_at = NOW(), updated_at = NOW()
  WHERE state = 'dead' RETURNING id

@@ -25,6 +25,7 @@ from mxarchiverd.workers.stage import SourceStage
 
 log = logging.getLogger(__name__)
 LEASE_REFRESH = 30.0
+BACKLOG_EVERY = 5.0
 
 
 class Uploader(SourceStage):
@@ -45,6 +46,7 @@ class Uploader(SourceStage):
         self.running: dict[Future[None], Job] = {}
         self.next_refresh = time.monotonic() + LEASE_REFRESH
         self.counts = {"uploaded": 0, "refused": 0, "failed": 0}
+        self.backlog, self.next_backlog_count = 0, 0.0
 
     def close(self) -> None:
         self.threads.shutdown(wait=True, cancel_futures=True)
@@ -56,7 +58,12 @@ class Uploader(SourceStage):
         self.workdir.rmdir()
 
     def stats(self) -> dict[str, float]:
-        return {"media_" + k: float(v) for k, v in self.counts.items()} | {"media_running": float(len(self.running))}
+        """media_backlog: jobs waiting (pending or purge), counted at most every BACKLOG_EVERY seconds."""
+        if time.monotonic() >= self.next_backlog_count:
+            self.next_backlog_count = time.monotonic() + BACKLOG_EVERY
+            with self.archive.connection() as conn:
+                self.backlog = conn.execute(sql.BACKLOG_SQL).fetchone()[0]
+        return {"media_backlog": float(self.backlog), "errors": float(self.counts["failed"] + self.counts["refused"])}
 
     def produce(self) -> tuple[list[dict[str, object]], float]:
         if not self.bucket_ready and not self._ensure_bucket():
