@@ -1,0 +1,175 @@
+"""Review: redactions and edits must be applied the way Synapse applies them, no more.
+
+Each case writes into Synapse's real schema what Synapse itself would have stored,
+then checks that the archive shows what Synapse shows clients (synapse-bridge-facts
+§3, §4; Synapse's events_worker._maybe_redact_event_row and
+relations.get_applicable_edits).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.support.pipeline import archived, pipeline, write_config
+from tests.support.synth import add_room, insert_event, set_position
+
+pytestmark = pytest.mark.synapse
+ROOM = "!review-redact:synth.test"
+OTHER_ROOM = "!review-other:synth.test"
+ALICE = "@alice:synth.test"
+BOB = "@bob:synth.test"
+MALLORY = "@mallory:evil.test"
+PURGE = "processing:\n  redaction_policy: purge\n"
+
+
+@pytest.fixture
+def source(synapse_schema_db: str) -> Iterator[psycopg.Connection]:
+    conn = psycopg.connect(synapse_schema_db, autocommit=True)
+    add_room(conn, ROOM, room_version="10")
+    add_room(conn, OTHER_ROOM, room_version="10")
+    yield conn
+    conn.close()
+
+
+def text(body: str) -> dict[str, str]:
+    return {"msgtype": "m.text", "body": body}
+
+
+def edit_of(target: str, body: str) -> dict[str, object]:
+    return {"msgtype": "m.text", "body": f"* {body}", "m.new_content": text(body),
+            "m.relates_to": {"rel_type": "m.replace", "event_id": target}}
+
+
+def record_redaction(conn: psycopg.Connection, redaction: str, redacts: str, recheck: bool) -> None:
+    """What Synapse's _store_redaction writes: the authoritative target (event.redacts)."""
+    conn.execute("INSERT INTO redactions (event_id, redacts, have_censored, received_ts, recheck)"
+                 " VALUES (%s, %s, false, 0, %s)", (redaction, redacts, recheck))
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: room v<11 redaction target read from content.redacts instead of "
+                                        "the top-level redacts Synapse uses; any member can redact anyone's message")
+def test_v10_redaction_target_is_the_top_level_redacts_not_content(
+        source: psycopg.Connection, synapse_schema_db: str, fresh_db: str, tmp_path: Path) -> None:
+    # Room v10: Synapse takes `redacts` from the top level only. The client-supplied
+    # content of POST /redact is stored as-is, so it can carry a "redacts" key too.
+    own, _ = insert_event(source, ROOM, "m.room.message", text("alice's own typo"), sender=ALICE)
+    bobs, _ = insert_event(source, ROOM, "m.room.message", text("bob's important message"), sender=BOB)
+    redaction, position = insert_event(source, ROOM, "m.room.redaction", {"redacts": bobs, "reason": "oops"},
+                                       sender=ALICE, top_level={"redacts": own})
+    record_redaction(source, redaction, own, recheck=False)
+    set_position(source, position)
+    with pipeline(write_config(tmp_path, synapse_schema_db, fresh_db, PURGE)) as p:
+        p.run_until_caught_up()
+    rows = archived(fresh_db)
+    assert rows[own]["redacted"] is True
+    assert rows[bobs]["redacted"] is False
+    assert rows[bobs]["content"]["body"] == "bob's important message"
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a redaction that needs Synapse's recheck (other server, no redact "
+                                        "power) is applied although Synapse never honours it")
+def test_unauthorised_redaction_from_another_server_is_not_applied(
+        source: psycopg.Connection, synapse_schema_db: str, fresh_db: str, tmp_path: Path) -> None:
+    target, _ = insert_event(source, ROOM, "m.room.message", text("keep me"), sender=ALICE)
+    # Accepted over federation only because auth deferred the check (recheck_redaction):
+    # Synapse then ignores it on read, since evil.test is not alice's server.
+    redaction, position = insert_event(source, ROOM, "m.room.redaction", {"redacts": target}, sender=MALLORY,
+                                       top_level={"redacts": target})
+    source.execute("UPDATE event_json SET internal_metadata = %s WHERE event_id = %s",
+                   ('{"recheck_redaction": true}', redaction))
+    record_redaction(source, redaction, target, recheck=True)
+    set_position(source, position)
+    with pipeline(write_config(tmp_path, synapse_schema_db, fresh_db, PURGE)) as p:
+        p.run_until_caught_up()
+    row = archived(fresh_db)[target]
+    assert row["redacted"] is False and row["content"]["body"] == "keep me"
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: APPLY_EDITS accepts an m.replace from another room "
+                                        "(Synapse requires edit.room_id = original.room_id)")
+def test_edit_sent_in_another_room_does_not_replace_the_original(
+        source: psycopg.Connection, synapse_schema_db: str, fresh_db: str, tmp_path: Path) -> None:
+    original, _ = insert_event(source, ROOM, "m.room.message", text("what I said here"), sender=ALICE)
+    _, position = insert_event(source, OTHER_ROOM, "m.room.message", edit_of(original, "rewritten from elsewhere"),
+                               sender=ALICE, ts=1_700_000_100_000)
+    set_position(source, position)
+    with pipeline(write_config(tmp_path, synapse_schema_db, fresh_db)) as p:  # all-rooms mode: both archived
+        p.run_until_caught_up()
+    row = archived(fresh_db)[original]
+    assert row["content"]["body"] == "what I said here" and row["edited_at"] is None
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: APPLY_EDITS accepts an m.replace of another event type "
+                                        "(Synapse requires edit.type = original.type = m.room.message)")
+def test_edit_of_another_event_type_does_not_replace_the_original(
+        source: psycopg.Connection, synapse_schema_db: str, fresh_db: str, tmp_path: Path) -> None:
+    original, _ = insert_event(source, ROOM, "m.room.message", text("the real text"), sender=ALICE)
+    _, position = insert_event(source, ROOM, "org.example.note", edit_of(original, "not an edit Synapse knows"),
+                               sender=ALICE, ts=1_700_000_100_000)
+    set_position(source, position)
+    with pipeline(write_config(tmp_path, synapse_schema_db, fresh_db)) as p:
+        p.run_until_caught_up()
+    row = archived(fresh_db)[original]
+    assert row["content"]["body"] == "the real text" and row["edited_at"] is None
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: redaction_policy purge empties every m.replace pointing at the "
+                                        "redacted event, also other senders' (unredacted) events")
+def test_purge_leaves_another_senders_unredacted_event_alone(
+        source: psycopg.Connection, synapse_schema_db: str, fresh_db: str, tmp_path: Path) -> None:
+    target, _ = insert_event(source, ROOM, "m.room.message", text("alice's secret"), sender=ALICE)
+    # Not a valid edit (other sender), so Synapse treats it as Bob's own message; nobody redacts it.
+    bobs, _ = insert_event(source, ROOM, "m.room.message", edit_of(target, "bob's words"), sender=BOB)
+    redaction, position = insert_event(source, ROOM, "m.room.redaction", {"redacts": target}, sender=ALICE,
+                                       top_level={"redacts": target})
+    record_redaction(source, redaction, target, recheck=False)
+    set_position(source, position)
+    with pipeline(write_config(tmp_path, synapse_schema_db, fresh_db, PURGE)) as p:
+        p.run_until_caught_up()
+    rows = archived(fresh_db)
+    assert rows[target]["content"] == {}
+    assert rows[bobs]["redacted"] is False and rows[bobs]["content"].get("m.new_content", {}).get("body") == "bob's words"
+
+
+def test_control_same_room_same_sender_edit_and_own_redaction_still_apply(
+        source: psycopg.Connection, synapse_schema_db: str, fresh_db: str, tmp_path: Path) -> None:
+    """Control for the cases above: the valid forms keep working (not xfail)."""
+    original, _ = insert_event(source, ROOM, "m.room.message", text("v1"), sender=ALICE)
+    insert_event(source, ROOM, "m.room.message", edit_of(original, "v2"), sender=ALICE, ts=1_700_000_100_000)
+    gone, _ = insert_event(source, ROOM, "m.room.message", text("bye"), sender=BOB)
+    redaction, position = insert_event(source, ROOM, "m.room.redaction", {}, sender=BOB, top_level={"redacts": gone})
+    record_redaction(source, redaction, gone, recheck=False)
+    set_position(source, position)
+    with pipeline(write_config(tmp_path, synapse_schema_db, fresh_db)) as p:
+        p.run_until_caught_up()
+    rows = archived(fresh_db)
+    assert rows[original]["content"]["body"] == "v2" and rows[original]["edited_at"] is not None
+    assert rows[gone]["redacted"] is True
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: for a row stored without `event` (NUL text), APPLY_EDITS falls back "
+                                        "to `content`, which already holds the redacted edit's text; purge leaks it")
+def test_redacting_the_only_edit_of_a_nul_message_restores_the_original_text(
+        source: psycopg.Connection, synapse_schema_db: str, fresh_db: str, tmp_path: Path) -> None:
+    original, _ = insert_event(source, ROOM, "m.room.message", text("C strings end in \u0000, says alice"),
+                               sender=ALICE)
+    edit, position = insert_event(source, ROOM, "m.room.message", edit_of(original, "my password is hunter2"),
+                                  sender=ALICE, ts=1_700_000_100_000)
+    set_position(source, position)
+    with pipeline(write_config(tmp_path, synapse_schema_db, fresh_db, PURGE)) as p:
+        p.run_until_caught_up()
+        assert archived(fresh_db)[original]["content"]["body"] == "my password is hunter2", "control: edit shown"
+        # Alice notices and redacts the edit.
+        redaction, position = insert_event(source, ROOM, "m.room.redaction", {}, sender=ALICE,
+                                           top_level={"redacts": edit}, ts=1_700_000_200_000)
+        record_redaction(source, redaction, edit, recheck=False)
+        set_position(source, position)
+        p.run_until_caught_up()
+    rows = archived(fresh_db)
+    assert rows[edit]["redacted"] is True and rows[edit]["content"] == {}, "control: the edit itself is purged"
+    assert rows[original]["event"] is None, "control: the original is one of the rows kept as raw text"
+    assert "hunter2" not in str(rows[original]["content"])
+    assert rows[original]["content"]["body"] == "C strings end in \ufffd, says alice"
