@@ -173,3 +173,31 @@ def test_redacting_the_only_edit_of_a_nul_message_restores_the_original_text(
     assert rows[original]["event"] is None, "control: the original is one of the rows kept as raw text"
     assert "hunter2" not in str(rows[original]["content"])
     assert rows[original]["content"]["body"] == "C strings end in \ufffd, says alice"
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: room v<11 redaction target read from content.redacts; a member "
+                                        "redacting her own message can wipe anyone's message from the archive")
+def test_real_synapse_v10_member_cannot_redact_someone_else_in_the_archive(
+        synapse, fresh_db: str, tmp_path: Path) -> None:
+    from tests.integration.test_archive_synapse import wait_bound_covers
+    from tests.support.matrix_client import CLIENT_V3, _q, new_txn_id
+
+    alice = synapse.register("alice_review_v10")
+    bob = synapse.register("bob_review_v10")
+    room = alice.create_room(name="v10 room", invite=[bob.user_id], room_version="10")
+    bob.join(room)
+    bobs = bob.send_text(room, "bob's words, not alice's to delete")
+    own = alice.send_text(room, "alice's typo")
+    # Synapse stores the client's body as the content of a pre-v11 redaction, untouched.
+    path = f"{CLIENT_V3}/rooms/{_q(room)}/redact/{_q(own)}/{new_txn_id()}"
+    redaction = alice.request("PUT", path, json={"reason": "typo", "redacts": bobs})["event_id"]
+    wait_bound_covers(synapse, redaction)
+    shown = {e["event_id"]: e for e in bob.messages(room, limit=50)}
+    assert shown[bobs]["content"]["body"].startswith("bob's words"), "control: Synapse did not redact bob's"
+    assert shown[own]["content"] == {}, "control: Synapse redacted alice's own message"
+    config = write_config(tmp_path, synapse.db_dsn, fresh_db, f"rooms:\n  - room_id: '{room}'\n{PURGE}")
+    with pipeline(config) as p:
+        p.run_until_caught_up()
+    rows = archived(fresh_db, room)
+    assert rows[own]["redacted"] is True
+    assert rows[bobs]["redacted"] is False and rows[bobs]["content"].get("body", "").startswith("bob's words")

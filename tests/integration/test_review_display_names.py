@@ -1,0 +1,59 @@
+"""Review: a message is attributed to the name its sender had when it was sent.
+
+Facts §1.9: "For the per-room name, use room_memberships.display_name of the
+membership event in force". The enricher reads the *current* member state, so
+what it stores depends on how late the archiver reads the message: history read
+on first start (or after an outage, or per-room backfill) gets today's name.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.support.pipeline import archived, pipeline, write_config
+from tests.support.synth import add_room, insert_event, set_position
+
+pytestmark = pytest.mark.synapse
+ROOM = "!review-names:synth.test"
+ALICE = "@alice:synth.test"
+
+
+@pytest.fixture
+def source(synapse_schema_db: str) -> Iterator[psycopg.Connection]:
+    conn = psycopg.connect(synapse_schema_db, autocommit=True)
+    add_room(conn, ROOM)
+    yield conn
+    conn.close()
+
+
+def member(conn: psycopg.Connection, user: str, displayname: str | None, membership: str = "join") -> int:
+    """A membership event as Synapse persists it: events, room_memberships, current state."""
+    content = {"membership": membership, **({"displayname": displayname} if displayname else {})}
+    event_id, ordering = insert_event(conn, ROOM, "m.room.member", content, sender=user, state_key=user)
+    conn.execute("INSERT INTO room_memberships (event_id, user_id, sender, room_id, membership, display_name,"
+                 " event_stream_ordering) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                 (event_id, user, user, ROOM, membership, displayname, ordering))
+    conn.execute("""INSERT INTO current_state_events (event_id, room_id, type, state_key, membership,
+                                                      event_stream_ordering)
+                    VALUES (%s, %s, 'm.room.member', %s, %s, %s)
+                    ON CONFLICT (room_id, type, state_key) DO UPDATE
+                       SET event_id = EXCLUDED.event_id, membership = EXCLUDED.membership,
+                           event_stream_ordering = EXCLUDED.event_stream_ordering""",
+                 (event_id, ROOM, user, membership, ordering))
+    return ordering
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: sender_display_name comes from the current member state, not the "
+                                        "membership in force at the message; history gets later (or no) names")
+def test_message_read_later_keeps_the_name_its_sender_had_then(
+        source: psycopg.Connection, synapse_schema_db: str, fresh_db: str, tmp_path: Path) -> None:
+    member(source, ALICE, "Alice")
+    said, _ = insert_event(source, ROOM, "m.room.message", {"msgtype": "m.text", "body": "I'll pay"}, sender=ALICE)
+    member(source, ALICE, "Mallory")
+    set_position(source, member(source, ALICE, None, membership="leave"))
+    with pipeline(write_config(tmp_path, synapse_schema_db, fresh_db)) as p:  # first start: reads the history
+        p.run_until_caught_up(timeout_s=30)
+    assert archived(fresh_db)[said]["sender_display_name"] == "Alice"
