@@ -35,15 +35,26 @@ def parse_event_json(text: str) -> tuple[dict[str, Any] | None, str | None]:
         return None, f"invalid JSON: {exc}"
     if not isinstance(event, dict):
         return None, f"event JSON is {type(event).__name__}, not an object"
-    if NUL_ESCAPE in text:
+    # The escape text alone is not proof: a user may have typed a backslash before "u0000".
+    if NUL_ESCAPE in text and _has_nul(event):
         return event, "contains \\u0000, which JSONB cannot store; exact text kept in event_raw"
     return event, None
 
 
-def build_row(source: dict[str, Any]) -> dict[str, Any]:
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def build_row(source: dict[str, Any], *, thumbnails: bool = True) -> dict[str, Any]:
     """Like classify_event, but an unforeseen failure on one event yields a raw row, never an exception."""
     try:
-        return classify_event(source)
+        return classify_event(source, thumbnails=thumbnails)
     except Exception as exc:  # noqa: BLE001 - one hostile event must not stall the stream
         return fallback_row(source, f"could not classify: {type(exc).__name__}: {exc}")
 
@@ -51,16 +62,17 @@ def build_row(source: dict[str, Any]) -> dict[str, Any]:
 def fallback_row(source: dict[str, Any], problem: str) -> dict[str, Any]:
     """The event's columns from Synapse's events table, and its JSON as exact text."""
     row = {key: None for key in ("thread_id", "reply_to_event_id", "relation_type", "relates_to_event_id",
-                                 "reaction_key", "redacts", "event")}
+                                 "reaction_key", "event", "original_content")}
     row.update({key: source[key] for key in ("event_id", "room_id", "state_key", "stream_ordering",
                                                "topological_ordering")})
     row.update(sender=source["sender"] or "", timestamp=_timestamp(source, None), message_type=source["type"],
                event_type=source["type"], encrypted=source["type"] == "m.room.encrypted", content={},
-               event_raw=source["json"], archive_problem=problem, media=[])
+               event_raw=source["json"], archive_problem=problem, media=[], redacts=source.get("redacts"),
+               redaction_recheck=source.get("redaction_recheck"))
     return row
 
 
-def classify_event(source: dict[str, Any]) -> dict[str, Any]:
+def classify_event(source: dict[str, Any], *, thumbnails: bool = True) -> dict[str, Any]:
     """The archived_messages row (plus media refs) for one event from the poller."""
     event, problem = parse_event_json(source["json"])
     content = _dict(event.get("content")) if event else {}
@@ -84,17 +96,18 @@ def classify_event(source: dict[str, Any]) -> dict[str, Any]:
         "relation_type": relation_type,
         "relates_to_event_id": _str(relates.get("event_id")) if relation_type else None,
         "reaction_key": _str(relates.get("key")) if relation_type == "m.annotation" else None,
-        "redacts": redacts(event_type, event) if event else None,
+        "redacts": source.get("redacts") or (redacts(event_type, event, source.get("room_version")) if event else None),
+        "redaction_recheck": source.get("redaction_recheck"),
         "encrypted": event_type == "m.room.encrypted",
         "archive_problem": problem,
-        "media": [ref.__dict__ for ref in media_refs(event_type, content)],
+        "media": [ref.__dict__ for ref in media_refs(event_type, content) if thumbnails or ref.kind == "file"],
     }
     if event is not None and problem in (None, CONTENT_NOT_OBJECT):
         row.update(event=event, event_raw=None, content=content)
         return row
     # Lossless: the exact text in event_raw, and every other field readable with
     # NULs replaced (PostgreSQL text cannot hold them either).
-    row = strip_nul({**row, "event": None, "content": content})
+    row = strip_nul({**row, "event": None, "content": content, "original_content": content})
     row["event_raw"] = source["json"]
     return row
 
@@ -105,11 +118,21 @@ def message_type(event_type: str, content: dict[str, Any]) -> str:
     return event_type
 
 
-def redacts(event_type: str, event: dict[str, Any]) -> str | None:
-    """Room v11+ carry `redacts` in content; earlier versions at the top level."""
+# Room versions whose redaction events carry `redacts` at the top level (before v11).
+TOP_LEVEL_REDACTS = frozenset({"1", "2", "3", "4", "5", "6", "7", "8", "9", "10"})
+
+
+def redacts(event_type: str, event: dict[str, Any], room_version: str | None = None) -> str | None:
+    """The target when Synapse's redactions table did not say (synapse-bridge-facts.md §3).
+
+    Before room v11 only the top-level `redacts` counts: a `content.redacts` there is
+    whatever the client put in the /redact body, and must not redact someone else.
+    """
     if event_type != "m.room.redaction":
         return None
-    return _str(_dict(event.get("content")).get("redacts")) or _str(event.get("redacts"))
+    if room_version in TOP_LEVEL_REDACTS:
+        return _str(event.get("redacts"))
+    return _str(_dict(event.get("content")).get("redacts")) or (None if room_version else _str(event.get("redacts")))
 
 
 def media_refs(event_type: str, content: dict[str, Any]) -> list[MediaRef]:
@@ -146,8 +169,9 @@ def _ref(kind: str, media_type: str, url: Any, file: Any, name: str | None, info
     if not matrix_url:
         return None
     size = info.get("size")
+    plausible = isinstance(size, int) and not isinstance(size, bool) and 0 <= size < 2**63
     return MediaRef(kind, matrix_url, media_type, encrypted, name, _str(info.get("mimetype")),
-                    size if isinstance(size, int) and not isinstance(size, bool) else None)
+                    size if plausible else None)
 
 
 def strip_nul(value: Any) -> Any:
@@ -166,7 +190,7 @@ def _timestamp(source: dict[str, Any], event: dict[str, Any] | None) -> int:
     if isinstance(ts, int):
         return ts
     ts = event.get("origin_server_ts") if event else None
-    return ts if isinstance(ts, int) and not isinstance(ts, bool) else 0
+    return ts if isinstance(ts, int) and not isinstance(ts, bool) and -(2**63) <= ts < 2**63 else 0
 
 
 def _dict(value: Any) -> dict[str, Any]:

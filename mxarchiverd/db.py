@@ -23,13 +23,17 @@ class DatabaseUnavailable(Exception):
 
 def connect(dsn: str, *, purpose: str, autocommit: bool = False, connect_timeout: int = 10) -> psycopg.Connection:
     """Open one connection tagged with what it is for (visible in pg_stat_activity)."""
-    return psycopg.connect(
-        dsn,
-        autocommit=autocommit,
-        prepare_threshold=None,
-        application_name=f"mxarchiverd {purpose}"[:63],
-        connect_timeout=connect_timeout,
-    )
+    try:
+        return psycopg.connect(
+            dsn,
+            autocommit=autocommit,
+            prepare_threshold=None,
+            application_name=f"mxarchiverd {purpose}"[:63],
+            connect_timeout=connect_timeout,
+        )
+    except psycopg.ProgrammingError:
+        # libpq's parse errors quote the connection string, password included.
+        raise DatabaseUnavailable(f"{purpose} database: the connection string cannot be parsed") from None
 
 
 def connect_with_retry(

@@ -5,6 +5,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
 from mxarchiverd.config.model import (
     ArchiveConfig, Config, DaemonConfig, DatabaseConfig, LoggingConfig, MatrixConfig,
     ProcessingConfig, RoomConfig, SourceConfig, StorageConfig, SupabaseConfig,
@@ -185,7 +188,23 @@ def _daemon(s: Section) -> DaemonConfig:
     return out
 
 
+def _dsn_problems(config: Config, problems: Problems) -> None:
+    """libpq must be able to parse every connection string; its error text would quote the password."""
+    dsns = {"source.synapse_db_url": config.source.synapse_db_url, "source.bridge_db_url": config.source.bridge_db_url,
+            "archive.database_url": config.archive.database_url,
+            "supabase.database.connection_string": config.supabase.database.connection_string}
+    for path, secret in dsns.items():
+        if secret is None:
+            continue
+        try:
+            conninfo_to_dict(secret.value)
+        except psycopg.Error:
+            problems.add(path, "not a connection string libpq can parse (check the quoting; a '%' "
+                               "in a URL password must be written %25)")
+
+
 def _cross_checks(config: Config, problems: Problems) -> None:
+    _dsn_problems(config, problems)
     if config.archive_dsn is None:
         problems.add("archive.database_url", "required: set it or supabase.database.connection_string")
     if config.archive.storage_backend == "supabase":

@@ -14,6 +14,7 @@ ROW_COLUMNS: tuple[tuple[str, str], ...] = (
     ("sender_phone", "text"), ("stream_ordering", "bigint"), ("topological_ordering", "bigint"),
     ("event", "jsonb"), ("event_raw", "text"), ("archive_problem", "text"), ("encrypted", "boolean"),
     ("relation_type", "text"), ("relates_to_event_id", "text"), ("reaction_key", "text"), ("redacts", "text"),
+    ("redaction_recheck", "boolean"), ("original_content", "jsonb"),
 )
 _NAMES = ", ".join(f'"{name}"' for name, _ in ROW_COLUMNS)
 _TYPED = ", ".join(f'"{name}" {type_}' for name, type_ in ROW_COLUMNS)
@@ -39,28 +40,36 @@ ON CONFLICT (event_id, media_kind, matrix_url) DO NOTHING
 APPLY_REDACTIONS = """
 WITH r AS (
   SELECT red.event_id AS redaction_id, red.redacts AS target, red.room_id, red.sender,
-         red.timestamp, red.content ->> 'reason' AS reason
+         red.timestamp, red.content ->> 'reason' AS reason, red.redaction_recheck
     FROM archived_messages red
    WHERE red.event_type = 'm.room.redaction' AND red.redacts IS NOT NULL
      AND (red.event_id = ANY(%(ids)s) OR red.redacts = ANY(%(ids)s))
 )
 UPDATE archived_messages t
-   SET redacted = TRUE, redacted_at = to_timestamp(r.timestamp / 1000.0), redacted_by = r.sender,
+   SET redacted = TRUE, redacted_at = mxarchiver_ms_to_timestamptz(r.timestamp), redacted_by = r.sender,
        redaction_reason = r.reason, redaction_event_id = r.redaction_id, updated_at = NOW()
   FROM r
  WHERE t.event_id = r.target AND t.room_id = r.room_id AND t.redacted IS NOT TRUE
    AND t.event_type IS DISTINCT FROM 'm.room.create'
+   -- Synapse applies a redaction it could not authorise by power level only when
+   -- it comes from the original sender's server (events_worker _maybe_redact_event_row).
+   AND (r.redaction_recheck IS NOT TRUE
+        OR substr(r.sender, strpos(r.sender, ':') + 1) = substr(t.sender, strpos(t.sender, ':') + 1))
 RETURNING t.event_id, t.relation_type, t.relates_to_event_id
 """
 
-# redaction_policy purge: clear the content of redacted events and of their edits.
+# redaction_policy purge: clear the content of redacted events and of their valid
+# edits (same sender and room); anyone else's event is left alone.
 PURGE_CONTENT = """
-UPDATE archived_messages
-   SET content = '{}'::jsonb, event = CASE WHEN event IS NULL THEN NULL ELSE jsonb_set(event, '{content}', '{}'::jsonb) END,
-       event_raw = NULL, updated_at = NOW()
- WHERE event_id = ANY(%(ids)s)
-    OR (relation_type = 'm.replace' AND relates_to_event_id = ANY(%(ids)s))
-RETURNING event_id
+UPDATE archived_messages m
+   SET content = '{}'::jsonb, event = CASE WHEN m.event IS NULL THEN NULL ELSE jsonb_set(m.event, '{content}', '{}'::jsonb) END,
+       event_raw = NULL, original_content = NULL, updated_at = NOW()
+  FROM archived_messages t
+ WHERE t.event_id = ANY(%(ids)s)
+   AND (m.event_id = t.event_id
+        OR (m.relation_type = 'm.replace' AND m.relates_to_event_id = t.event_id
+            AND m.sender = t.sender AND m.room_id = t.room_id))
+RETURNING m.event_id
 """
 
 # Uploaded objects of purged events are deleted by the uploader; others are dropped.
@@ -77,14 +86,14 @@ UPDATE media_jobs
 APPLY_EDITS = """
 UPDATE archived_messages o
    SET content = CASE
-         WHEN x.new_content IS NULL THEN COALESCE(o.event -> 'content', o.content)
+         WHEN x.new_content IS NULL THEN COALESCE(o.event -> 'content', o.original_content, o.content)
          WHEN o.event -> 'content' ? 'm.relates_to'
            THEN x.new_content || jsonb_build_object('m.relates_to', o.event -> 'content' -> 'm.relates_to')
          ELSE x.new_content END,
        message_type = CASE WHEN o.event_type = 'm.room.message'
          THEN COALESCE(x.new_content ->> 'msgtype', o.event -> 'content' ->> 'msgtype', o.message_type)
          ELSE o.message_type END,
-       edited_at = to_timestamp(x.timestamp / 1000.0), updated_at = NOW()
+       edited_at = mxarchiver_ms_to_timestamptz(x.timestamp), updated_at = NOW()
   FROM (
     SELECT t.event_id AS target, l.new_content, l.timestamp
       FROM archived_messages t
@@ -92,11 +101,12 @@ UPDATE archived_messages o
         SELECT e.content -> 'm.new_content' AS new_content, e.timestamp
           FROM archived_messages e
          WHERE e.relates_to_event_id = t.event_id AND e.relation_type = 'm.replace'
-           AND e.sender = t.sender AND e.redacted IS NOT TRUE
+           AND e.sender = t.sender AND e.room_id = t.room_id AND e.event_type = t.event_type
+           AND e.redacted IS NOT TRUE
            AND jsonb_typeof(e.content -> 'm.new_content') = 'object'
          ORDER BY e.timestamp DESC, e.event_id DESC LIMIT 1) l ON TRUE
      WHERE t.event_id = ANY(%(ids)s) AND t.relation_type IS DISTINCT FROM 'm.replace'
-       AND NOT (%(purge)s AND t.redacted IS TRUE)
+       AND t.event_type = 'm.room.message' AND NOT (%(purge)s AND t.redacted IS TRUE)
   ) x
  WHERE o.event_id = x.target AND (x.new_content IS NOT NULL OR o.edited_at IS NOT NULL)
 """

@@ -3,8 +3,8 @@
 Synapse allocates stream orderings before commit and commits rooms concurrently,
 so a higher id can be visible while a lower one is still in flight. Each event
 writer records in stream_positions the position up to which everything it
-allocated has finished; the minimum over all writers is safe to read up to
-(synapse-bridge-facts.md §2.4, §2.6). A writer without a row yet holds the bound.
+allocated has finished; the minimum over all writers' rows is safe to read up to
+(synapse-bridge-facts.md §2.4, §2.6). A configured writer without a row yet holds the bound.
 """
 from __future__ import annotations
 
@@ -33,9 +33,11 @@ def compute_bounds(rows: Iterable[tuple[str, str, int]], writers: tuple[str, ...
 
 
 def _forward_bound(positions: dict[str, int], writers: tuple[str, ...]) -> int | None:
+    # Every row counts, listed writer or not: Synapse deletes the rows of instances
+    # that stop being writers, so a row means a writer that may have ids in flight.
     if not positions or any(w not in positions for w in writers):
         return None
-    return min(positions[w] for w in writers)
+    return min(positions.values())
 
 
 def _backfill_bound(positions: dict[str, int]) -> int | None:

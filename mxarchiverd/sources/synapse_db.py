@@ -21,7 +21,15 @@ from mxarchiverd.sources.bounds import StreamBounds, compute_bounds
 # Columns every event query returns, in this order (see row_to_event).
 _EVENT_COLUMNS = """
     e.stream_ordering, e.topological_ordering, e.event_id, e.room_id, e.type,
-    e.state_key, e.sender, e.origin_server_ts, ej.json, ej.internal_metadata
+    e.state_key, e.sender, e.origin_server_ts, ej.json, ej.internal_metadata,
+    rd.redacts, rd.recheck, rm.room_version
+"""
+# Synapse's own reading of a redaction's target (it knows the room version) and
+# whether it must be rechecked; the room version for everything else.
+_JOINS = """
+  JOIN event_json ej ON ej.event_id = e.event_id
+  LEFT JOIN redactions rd ON rd.event_id = e.event_id
+  LEFT JOIN rooms rm ON rm.room_id = e.room_id
 """
 _VISIBLE = """
     NOT e.outlier AND e.rejection_reason IS NULL
@@ -30,12 +38,12 @@ _VISIBLE = """
 _ROOM_FILTER = "AND (%(all_rooms)s OR e.room_id = ANY(%(rooms)s))"
 
 FORWARD_SQL = f"""
-SELECT {_EVENT_COLUMNS} FROM events e JOIN event_json ej ON ej.event_id = e.event_id
+SELECT {_EVENT_COLUMNS} FROM events e {_JOINS}
  WHERE e.stream_ordering > %(cursor)s AND e.stream_ordering <= %(bound)s AND {_VISIBLE} {_ROOM_FILTER}
  ORDER BY e.stream_ordering LIMIT %(limit)s
 """
 BACKFILL_SQL = f"""
-SELECT {_EVENT_COLUMNS} FROM events e JOIN event_json ej ON ej.event_id = e.event_id
+SELECT {_EVENT_COLUMNS} FROM events e {_JOINS}
  WHERE e.stream_ordering < %(cursor)s AND e.stream_ordering >= %(bound)s AND {_VISIBLE} {_ROOM_FILTER}
  ORDER BY e.stream_ordering DESC LIMIT %(limit)s
 """
@@ -43,14 +51,13 @@ SELECT {_EVENT_COLUMNS} FROM events e JOIN event_json ej ON ej.event_id = e.even
 # them a new position, which is what this stream's cursor follows.
 EX_OUTLIER_SQL = f"""
 SELECT x.event_stream_ordering, {_EVENT_COLUMNS}
-  FROM ex_outlier_stream x JOIN events e ON e.event_id = x.event_id
-  JOIN event_json ej ON ej.event_id = e.event_id
+  FROM ex_outlier_stream x JOIN events e ON e.event_id = x.event_id {_JOINS}
  WHERE x.event_stream_ordering > %(cursor)s AND x.event_stream_ordering <= %(bound)s AND {_VISIBLE}
    {_ROOM_FILTER}
  ORDER BY x.event_stream_ordering LIMIT %(limit)s
 """
 ROOM_HISTORY_SQL = f"""
-SELECT {_EVENT_COLUMNS} FROM events e JOIN event_json ej ON ej.event_id = e.event_id
+SELECT {_EVENT_COLUMNS} FROM events e {_JOINS}
  WHERE e.room_id = %(room_id)s AND e.stream_ordering > %(cursor)s AND e.stream_ordering <= %(upto)s
    AND {_VISIBLE}
  ORDER BY e.stream_ordering LIMIT %(limit)s
@@ -113,13 +120,14 @@ def _params(cursor: int, bound: int, rooms: Sequence[str] | None, limit: int) ->
 
 def row_to_event(row: Sequence[Any]) -> dict[str, Any]:
     """A JSON-native dict for the queue; the event JSON stays raw text until the enricher."""
-    (stream_ordering, topological_ordering, event_id, room_id, type_,
-     state_key, sender, origin_server_ts, json_text, internal_metadata) = row
+    (stream_ordering, topological_ordering, event_id, room_id, type_, state_key, sender,
+     origin_server_ts, json_text, internal_metadata, redacts, recheck, room_version) = row
     return {
         "stream_ordering": stream_ordering, "topological_ordering": topological_ordering,
         "event_id": event_id, "room_id": room_id, "type": type_, "state_key": state_key,
         "sender": sender, "origin_server_ts": origin_server_ts, "json": json_text,
         "soft_failed": is_soft_failed(internal_metadata),
+        "redacts": redacts, "redaction_recheck": recheck, "room_version": room_version,
     }
 
 

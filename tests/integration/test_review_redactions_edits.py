@@ -49,8 +49,6 @@ def record_redaction(conn: psycopg.Connection, redaction: str, redacts: str, rec
                  " VALUES (%s, %s, false, 0, %s)", (redaction, redacts, recheck))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: room v<11 redaction target read from content.redacts instead of "
-                                        "the top-level redacts Synapse uses; any member can redact anyone's message")
 def test_v10_redaction_target_is_the_top_level_redacts_not_content(
         source: psycopg.Connection, synapse_schema_db: str, fresh_db: str, tmp_path: Path) -> None:
     # Room v10: Synapse takes `redacts` from the top level only. The client-supplied
@@ -69,8 +67,6 @@ def test_v10_redaction_target_is_the_top_level_redacts_not_content(
     assert rows[bobs]["content"]["body"] == "bob's important message"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a redaction that needs Synapse's recheck (other server, no redact "
-                                        "power) is applied although Synapse never honours it")
 def test_unauthorised_redaction_from_another_server_is_not_applied(
         source: psycopg.Connection, synapse_schema_db: str, fresh_db: str, tmp_path: Path) -> None:
     target, _ = insert_event(source, ROOM, "m.room.message", text("keep me"), sender=ALICE)
@@ -88,8 +84,6 @@ def test_unauthorised_redaction_from_another_server_is_not_applied(
     assert row["redacted"] is False and row["content"]["body"] == "keep me"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: APPLY_EDITS accepts an m.replace from another room "
-                                        "(Synapse requires edit.room_id = original.room_id)")
 def test_edit_sent_in_another_room_does_not_replace_the_original(
         source: psycopg.Connection, synapse_schema_db: str, fresh_db: str, tmp_path: Path) -> None:
     original, _ = insert_event(source, ROOM, "m.room.message", text("what I said here"), sender=ALICE)
@@ -102,8 +96,6 @@ def test_edit_sent_in_another_room_does_not_replace_the_original(
     assert row["content"]["body"] == "what I said here" and row["edited_at"] is None
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: APPLY_EDITS accepts an m.replace of another event type "
-                                        "(Synapse requires edit.type = original.type = m.room.message)")
 def test_edit_of_another_event_type_does_not_replace_the_original(
         source: psycopg.Connection, synapse_schema_db: str, fresh_db: str, tmp_path: Path) -> None:
     original, _ = insert_event(source, ROOM, "m.room.message", text("the real text"), sender=ALICE)
@@ -116,8 +108,6 @@ def test_edit_of_another_event_type_does_not_replace_the_original(
     assert row["content"]["body"] == "the real text" and row["edited_at"] is None
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: redaction_policy purge empties every m.replace pointing at the "
-                                        "redacted event, also other senders' (unredacted) events")
 def test_purge_leaves_another_senders_unredacted_event_alone(
         source: psycopg.Connection, synapse_schema_db: str, fresh_db: str, tmp_path: Path) -> None:
     target, _ = insert_event(source, ROOM, "m.room.message", text("alice's secret"), sender=ALICE)
@@ -150,8 +140,6 @@ def test_control_same_room_same_sender_edit_and_own_redaction_still_apply(
     assert rows[gone]["redacted"] is True
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: for a row stored without `event` (NUL text), APPLY_EDITS falls back "
-                                        "to `content`, which already holds the redacted edit's text; purge leaks it")
 def test_redacting_the_only_edit_of_a_nul_message_restores_the_original_text(
         source: psycopg.Connection, synapse_schema_db: str, fresh_db: str, tmp_path: Path) -> None:
     original, _ = insert_event(source, ROOM, "m.room.message", text("C strings end in \u0000, says alice"),
@@ -175,8 +163,6 @@ def test_redacting_the_only_edit_of_a_nul_message_restores_the_original_text(
     assert rows[original]["content"]["body"] == "C strings end in \ufffd, says alice"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: room v<11 redaction target read from content.redacts; a member "
-                                        "redacting her own message can wipe anyone's message from the archive")
 def test_real_synapse_v10_member_cannot_redact_someone_else_in_the_archive(
         synapse, fresh_db: str, tmp_path: Path) -> None:
     from tests.integration.test_archive_synapse import wait_bound_covers

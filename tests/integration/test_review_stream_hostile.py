@@ -42,8 +42,6 @@ def run_and_expect(p, source: psycopg.Connection, fresh_db: str, event_id: str) 
     assert event_id in archived(fresh_db), "the stream stopped before a later, ordinary event"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: to_timestamp(origin_server_ts/1000) in APPLY_REDACTIONS raises "
-                                        "'timestamp out of range'; the batch fails forever and the stream stalls")
 def test_redaction_with_an_ancient_origin_server_ts_does_not_stall_the_stream(
         source: psycopg.Connection, synapse_schema_db: str, fresh_db: str, tmp_path: Path) -> None:
     target, _ = insert_event(source, ROOM, "m.room.message", text("hello"), sender=ALICE)
@@ -55,8 +53,6 @@ def test_redaction_with_an_ancient_origin_server_ts_does_not_stall_the_stream(
     assert archived(fresh_db)[target]["redacted"] is True
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: to_timestamp(edit ts/1000) for edited_at in APPLY_EDITS raises "
-                                        "'timestamp out of range'; the batch fails forever and the stream stalls")
 def test_edit_with_an_ancient_origin_server_ts_does_not_stall_the_stream(
         source: psycopg.Connection, synapse_schema_db: str, fresh_db: str, tmp_path: Path) -> None:
     target, _ = insert_event(source, ROOM, "m.room.message", text("v1"), sender=ALICE)
@@ -69,8 +65,6 @@ def test_edit_with_an_ancient_origin_server_ts_does_not_stall_the_stream(
         run_and_expect(p, source, fresh_db, after)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: info.size above 2**63-1 (legal in room v1-5) overflows "
-                                        "media_jobs.declared_size BIGINT; the batch fails forever")
 def test_media_with_a_huge_declared_size_does_not_stall_the_stream(
         source: psycopg.Connection, synapse_schema_db: str, fresh_db: str, tmp_path: Path) -> None:
     insert_event(source, OLD_ROOM, "m.room.message", {
@@ -82,8 +76,6 @@ def test_media_with_a_huge_declared_size_does_not_stall_the_stream(
         run_and_expect(p, source, fresh_db, after)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the seed-001 `messages` view computes to_timestamp(timestamp/1000) "
-                                        "and fails for every reader once one archived row has an ancient ts")
 def test_messages_view_stays_readable_with_an_ancient_timestamp(
         source: psycopg.Connection, synapse_schema_db: str, fresh_db: str, tmp_path: Path) -> None:
     insert_event(source, ROOM, "m.room.message", text("from the stone age"), sender=ALICE, ts=ANCIENT_TS)

@@ -7,7 +7,7 @@ import psycopg
 import pytest
 
 from tests.support.pipeline import archived, pipeline, write_config
-from tests.support.synth import add_room, insert_event, next_ordering, set_position
+from tests.support.synth import add_room, insert_event, insert_redaction, next_ordering, set_position
 
 ROOM = "!edges:synth.test"
 
@@ -130,8 +130,8 @@ def test_edit_before_its_original_and_redaction_before_its_target(
     edit, _ = insert_event(source, ROOM, "m.room.message", {
         "msgtype": "m.text", "body": "* fixed", "m.new_content": {"msgtype": "m.text", "body": "fixed"},
         "m.relates_to": {"rel_type": "m.replace", "event_id": original_id}}, ts=2_000)
-    redaction, position = insert_event(source, ROOM, "m.room.redaction", {"redacts": redacted_id, "reason": "spam"},
-                                       sender="@mod:synth.test", ts=3_000)
+    redaction, position = insert_redaction(source, ROOM, redacted_id, reason="spam",
+                                           sender="@mod:synth.test", ts=3_000)
     set_position(source, position)
     with pipeline(write_config(tmp_path, synapse_schema_db, fresh_db)) as p:
         p.run_until_caught_up()
@@ -162,7 +162,7 @@ def test_purge_policy_clears_content_of_redacted_message_and_its_edits(
     edit, _ = insert_event(source, ROOM, "m.room.message", {
         "msgtype": "m.text", "body": "* secret2", "m.new_content": {"msgtype": "m.text", "body": "secret2"},
         "m.relates_to": {"rel_type": "m.replace", "event_id": target}})
-    _, position = insert_event(source, ROOM, "m.room.redaction", {"redacts": target})
+    _, position = insert_redaction(source, ROOM, target)
     set_position(source, position)
     config = write_config(tmp_path, synapse_schema_db, fresh_db, "processing:\n  redaction_policy: purge\n")
     with pipeline(config) as p:

@@ -93,3 +93,15 @@ def set_position(conn: psycopg.Connection, position: int, stream: str = "events"
     conn.execute("""INSERT INTO stream_positions (stream_name, instance_name, stream_id) VALUES (%s, %s, %s)
                     ON CONFLICT (stream_name, instance_name) DO UPDATE SET stream_id = EXCLUDED.stream_id""",
                  (stream, instance, position))
+
+
+def insert_redaction(conn: psycopg.Connection, room_id: str, target: str, *, reason: str | None = None,
+                     recheck: bool = False, **kwargs: Any) -> tuple[str, int]:
+    """A room v11+ redaction plus the redactions row Synapse's persister writes with it."""
+    content: dict[str, Any] = {"redacts": target}
+    if reason is not None:
+        content["reason"] = reason
+    event_id, ordering = insert_event(conn, room_id, "m.room.redaction", content, **kwargs)
+    conn.execute("INSERT INTO redactions (event_id, redacts, have_censored, received_ts, recheck)"
+                 " VALUES (%s, %s, false, 0, %s)", (event_id, target, recheck))
+    return event_id, ordering

@@ -35,6 +35,8 @@ def test_reaction_and_edit_relations() -> None:
 def test_redacts_in_both_room_version_layouts() -> None:
     assert redacts("m.room.redaction", {"content": {"redacts": "$new"}}) == "$new"
     assert redacts("m.room.redaction", {"content": {}, "redacts": "$old"}) == "$old"
+    assert redacts("m.room.redaction", {"content": {"redacts": "$forged"}, "redacts": "$real"}, "10") == "$real"
+    assert redacts("m.room.redaction", {"content": {"redacts": "$new"}, "redacts": "$x"}, "11") == "$new"
     assert redacts("m.room.message", {"content": {"redacts": "$x"}}) is None
 
 

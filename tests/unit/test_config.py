@@ -69,7 +69,7 @@ archive:
 
 
 def test_room_version_12_ids_without_server_part_are_valid(tmp_path: Path) -> None:
-    text = "archive: {database_url: x}\nrooms:\n  - room_id: '!X9Z0eoWSYEPczkmMNcOQwpkzGlPG-mK9fwhktTu6tcc'\n"
+    text = "archive: {database_url: 'postgresql:///a'}\nrooms:\n  - room_id: '!X9Z0eoWSYEPczkmMNcOQwpkzGlPG-mK9fwhktTu6tcc'\n"
     assert load_config(write(tmp_path, text), {}).rooms[0].room_id.startswith("!X9Z0")
 
 
@@ -105,7 +105,7 @@ def test_seed_001_environment_variables_override_the_file(tmp_path: Path) -> Non
            "POLL_INTERVAL_MS": "5000", "BATCH_SIZE": "100", "MEDIA_STORE_PATH": "/srv/media",
            "DOWNLOAD_MEDIA": "false", "MONITORED_ROOMS": "!a:x, !b:y",
            "SUPABASE_URL": "https://p.supabase.co", "SUPABASE_KEY": "k"}
-    config = load_config(write(tmp_path, "processing: {batch_size: 7}\narchive: {database_url: d}\n"), env)
+    config = load_config(write(tmp_path, "processing: {batch_size: 7}\narchive: {database_url: 'postgresql:///d'}\n"), env)
     assert config.source.synapse_db_url and config.source.synapse_db_url.value == "postgresql:///syn"
     assert config.source.bridge_db_url and config.source.bridge_db_url.value == "postgresql:///wa"
     assert config.processing.poll_interval == 5.0 and config.processing.batch_size == 100

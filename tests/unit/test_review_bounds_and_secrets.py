@@ -13,8 +13,6 @@ ARCHIVE_PASSWORD = "Arch%Pa55word"
 SYNAPSE_PASSWORD = "Syn%Pa55word"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: compute_bounds ignores stream_positions rows of writers missing from "
-                                        "source.event_writers, so the bound can pass another writer's in-flight ids")
 def test_forward_bound_never_passes_a_writer_that_has_a_row() -> None:
     # Synapse deletes rows of instances that are no longer writers at startup
     # (MultiWriterIdGenerator._load_current_ids), so every row is a live writer:
@@ -30,8 +28,6 @@ def test_control_forward_bound_is_the_minimum_over_configured_writers() -> None:
     assert compute_bounds(rows[:1], ("master", "persister1")).forward is None
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a DSN libpq cannot parse (a '%' in the password) raises "
-                                        "ProgrammingError whose text, with the password, is printed in a traceback")
 def test_unparsable_dsn_does_not_print_the_password(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(
