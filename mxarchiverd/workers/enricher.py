@@ -39,7 +39,8 @@ class Enricher(TransformStage):
     def handle(self, message: Message) -> list[Message]:
         events: list[dict[str, Any]] = message.pop("events")
         self.state.invalidate(events)
-        rows = [build_row(event) for event in events]
+        thumbnails = self.config.processing.media_thumbnails
+        rows = [build_row(event, thumbnails=thumbnails) for event in events]
         rooms = self._rooms({row["room_id"] for row in rows})
         names = self.state.display_names({(row["room_id"], row["sender"]) for row in rows})
         bridged = self._bridged(rows, rooms)

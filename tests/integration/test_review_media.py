@@ -122,8 +122,6 @@ def test_purging_one_message_keeps_the_object_of_another_message_with_the_same_m
     assert objects(tmp_path).exists(OBJECT), "bob's unredacted message lost its archived file"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: processing.media_thumbnails: false is ignored; thumbnail jobs are "
-                                        "queued and uploaded anyway")
 def test_media_thumbnails_off_queues_no_thumbnail_jobs(
         source: psycopg.Connection, synapse_schema_db: str, fresh_db: str, tmp_path: Path) -> None:
     content = {**image(), "info": {"mimetype": "image/png", "thumbnail_url": f"mxc://{SERVER}/ThumbAbCdEfGhIjKlMnOpQr",
