@@ -23,7 +23,8 @@ SELECT e.event_id, ej.internal_metadata FROM events e JOIN event_json ej ON ej.e
    AND e.stream_ordering <= %(forward)s AND e.stream_ordering >= %(backfill)s
    AND (%(backfill_all)s OR e.stream_ordering > %(added_at)s)
    AND NOT EXISTS (SELECT 1 FROM ex_outlier_stream x
-                    WHERE x.event_id = e.event_id AND x.event_stream_ordering > %(ex_outlier)s)
+                    WHERE x.event_id = e.event_id
+                      AND (x.event_stream_ordering > %(ex_outlier)s OR x.event_stream_ordering < %(ex_outlier_backfill)s))
 """
 
 
@@ -49,7 +50,8 @@ def verify(config: Config) -> list[RoomReport]:
 def _room(source: psycopg.Connection, archive: psycopg.Connection, room: RoomEntry,
           cursors: dict[str, int]) -> RoomReport:
     params = {"room_id": room.room_id, "forward": cursors.get("events", 0), "backfill": cursors.get("backfill", 0),
-              "backfill_all": room.backfill, "added_at": room.added_at_stream, "ex_outlier": cursors.get("ex_outlier", 0)}
+              "backfill_all": room.backfill, "added_at": room.added_at_stream, "ex_outlier": cursors.get("ex_outlier", 0),
+              "ex_outlier_backfill": cursors.get("ex_outlier_backfill", 0)}
     rows = source.execute(SOURCE_IDS_SQL, params).fetchall()
     expected = {event_id for event_id, metadata in rows if not is_soft_failed(metadata)}
     stored = {r[0] for r in archive.execute("SELECT event_id FROM archived_messages WHERE room_id = %s", (room.room_id,))}

@@ -56,6 +56,13 @@ SELECT x.event_stream_ordering, {_EVENT_COLUMNS}
    {_ROOM_FILTER}
  ORDER BY x.event_stream_ordering LIMIT %(limit)s
 """
+EX_OUTLIER_BACKFILL_SQL = f"""
+SELECT x.event_stream_ordering, {_EVENT_COLUMNS}
+  FROM ex_outlier_stream x JOIN events e ON e.event_id = x.event_id {_JOINS}
+ WHERE x.event_stream_ordering < %(cursor)s AND x.event_stream_ordering >= %(bound)s AND {_VISIBLE}
+   {_ROOM_FILTER}
+ ORDER BY x.event_stream_ordering DESC LIMIT %(limit)s
+"""
 ROOM_HISTORY_SQL = f"""
 SELECT {_EVENT_COLUMNS} FROM events e {_JOINS}
  WHERE e.room_id = %(room_id)s AND e.stream_ordering > %(cursor)s AND e.stream_ordering <= %(upto)s
@@ -94,8 +101,15 @@ class SynapseReader:
         return self._events(BACKFILL_SQL, _params(cursor, bound, rooms, limit))
 
     def ex_outliers(self, cursor: int, bound: int, rooms: Sequence[str] | None, limit: int) -> list[tuple[int, dict[str, Any]]]:
+        return self._positioned(EX_OUTLIER_SQL, _params(cursor, bound, rooms, limit))
+
+    def ex_outliers_backfill(self, cursor: int, bound: int, rooms: Sequence[str] | None,
+                             limit: int) -> list[tuple[int, dict[str, Any]]]:
+        return self._positioned(EX_OUTLIER_BACKFILL_SQL, _params(cursor, bound, rooms, limit))
+
+    def _positioned(self, sql: str, params: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
         with self.read() as cur:
-            cur.execute(EX_OUTLIER_SQL, _params(cursor, bound, rooms, limit))
+            cur.execute(sql, params)
             return [(row[0], row_to_event(row[1:])) for row in cur.fetchall()]
 
     def room_history(self, room_id: str, cursor: int, upto: int, limit: int) -> list[dict[str, Any]]:

@@ -17,12 +17,14 @@ from mxarchiverd.db import connect_with_retry
 from mxarchiverd.sources.bounds import StreamBounds, next_backfill_cursor, next_forward_cursor
 from mxarchiverd.sources.bridge_db import BridgeReader
 from mxarchiverd.sources.rooms import (
-    MIN_ORDERING, Registry, load_registry, register_config_rooms, register_discovered_rooms,
+    MIN_ORDERING, Registry, extend_history, load_registry, register_config_rooms, register_discovered_rooms,
 )
 from mxarchiverd.sources.synapse_db import SynapseReader
 from mxarchiverd.workers.stage import Message, SourceStage
 
 BRIDGE_DISCOVERY_INTERVAL = 60.0
+# The durable cursors, in archive_cursors; the *backfill ones move downward from 0.
+STREAMS = ("events", "ex_outlier", "backfill", "ex_outlier_backfill")
 
 
 class Poller(SourceStage):
@@ -41,6 +43,7 @@ class Poller(SourceStage):
         self.bounds = StreamBounds(None, None)
         self.emitted = 0
         self.next_discovery = 0.0
+        self.archived_before: set[str] | None = None
         self._register_rooms()
 
     def _open_bridge(self, deadline: float) -> BridgeReader | None:
@@ -67,8 +70,9 @@ class Poller(SourceStage):
         self.bounds = self.synapse.bounds(self.config.source.event_writers)
         self._maybe_discover()
         registry = load_registry(self.archive, self.config.rooms, self.bridge is not None)
-        batches = [b for b in (self._forward(registry), self._ex_outliers(registry),
-                               self._backfill(registry), self._room_history(registry)) if b]
+        registry = self._note_newly_archived(registry)
+        batches = [b for b in (self._forward(registry), self._ex_outliers(registry), self._backfill(registry),
+                               self._ex_outliers_backfill(registry), self._room_history(registry)) if b]
         busy = any(b.pop("full") for b in batches)
         return batches, 0.0 if busy else self.config.processing.poll_interval
 
@@ -95,15 +99,27 @@ class Poller(SourceStage):
         return self._batch(stream, self.cursors[stream], rows, registry, full)
 
     def _ex_outliers(self, registry: Registry) -> Message | None:
-        bound, cursor = self.bounds.forward, self.cursors["ex_outlier"]
-        if bound is None or bound <= cursor:
+        return self._follow_ex("ex_outlier", self.bounds.forward, self.synapse.ex_outliers,
+                               next_forward_cursor, registry)
+
+    def _ex_outliers_backfill(self, registry: Registry) -> Message | None:
+        """Events de-outliered while Synapse backfilled get negative ex_outlier positions."""
+        if not self.config.source.follow_backfill:
+            return None
+        return self._follow_ex("ex_outlier_backfill", self.bounds.backfill, self.synapse.ex_outliers_backfill,
+                               next_backfill_cursor, registry)
+
+    def _follow_ex(self, stream: str, bound: int | None, read: Callable[..., list[tuple[int, dict[str, Any]]]],
+                   advance: Callable[[int, int, int | None, bool], int], registry: Registry) -> Message | None:
+        cursor = self.cursors[stream]
+        if bound is None or advance(cursor, bound, None, False) == cursor:
             return None
         limit = self.config.processing.batch_size
-        found = self.synapse.ex_outliers(cursor, bound, registry.sql_room_filter(), limit)
+        found = read(cursor, bound, registry.sql_room_filter(), limit)
         full = len(found) >= limit
-        self.cursors["ex_outlier"] = next_forward_cursor(cursor, bound, found[-1][0] if found else None, full)
+        self.cursors[stream] = advance(cursor, bound, found[-1][0] if found else None, full)
         rows = [event for position, event in found if registry.should_archive(event["room_id"], position)]
-        return self._message("ex_outlier", self.cursors["ex_outlier"], rows, full)
+        return self._message(stream, self.cursors[stream], rows, full)
 
     def _room_history(self, registry: Registry) -> Message | None:
         pending = registry.pending_history()
@@ -132,7 +148,7 @@ class Poller(SourceStage):
 
     def _durable_cursors(self) -> dict[str, int]:
         found = dict(self.archive.execute("SELECT stream, position FROM archive_cursors").fetchall())
-        return {stream: int(found.get(stream, 0)) for stream in ("events", "ex_outlier", "backfill")}
+        return {stream: int(found.get(stream, 0)) for stream in STREAMS}
 
     def _register_rooms(self) -> None:
         bound = self.synapse.bounds(self.config.source.event_writers).forward
@@ -154,4 +170,16 @@ class Poller(SourceStage):
         rooms = [{"room_id": p.room_id, "room_name": p.name, "whatsapp_id": p.chat_id,
                   "bridge_type": self.config.source.bridge_type} for p in self.bridge.all_portals()]
         register_discovered_rooms(self.archive, rooms, discovered_by="bridge", cursor=self.cursors["events"],
-                                  backfill_cursor=self.cursors["backfill"])
+                                  backfill_cursor=self.cursors["backfill"], selects=bool(self.config.rooms))
+
+    def _note_newly_archived(self, registry: Registry) -> Registry:
+        """Rooms archived from this round on whose history read must cover batches
+        already emitted without them (in memory, past the durable cursor)."""
+        now = registry.archived_rooms()
+        newly = sorted(now - self.archived_before) if self.archived_before is not None else []
+        self.archived_before = now
+        pending = [r for r in newly if not registry.rooms[r].history_done]
+        if not pending:
+            return registry
+        extend_history(self.archive, pending, self.cursors["events"])
+        return load_registry(self.archive, self.config.rooms, self.bridge is not None)

@@ -38,8 +38,6 @@ class CountingConnection:
         return getattr(self.conn, name)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: bridge discovery sends one archive round trip per portal every 60 s "
-                                        "with no heartbeat; a remote archive and ~1000 chats get the poller killed")
 def test_bridge_discovery_round_trips_do_not_grow_with_the_number_of_portals(
         synapse_schema_db: str, fresh_db: str, bridge_db: str, tmp_path: Path) -> None:
     with psycopg.connect(synapse_schema_db, autocommit=True) as source:

@@ -48,8 +48,6 @@ def missing(config) -> dict[str, tuple[str, ...]]:
     return {r.room_id: r.missing for r in verify(config) if r.missing}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a backfill room removed from the config and listed again is not "
-                                        "history-read; messages of the gap are never archived")
 def test_room_listed_again_gets_the_messages_of_the_gap(
         source: psycopg.Connection, synapse_schema_db: str, fresh_db: str, tmp_path: Path) -> None:
     first = say(source, TOGGLED, "before")
@@ -71,8 +69,6 @@ def test_room_listed_again_gets_the_messages_of_the_gap(
     assert gap in rows
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a backfill room re-enabled in monitored_rooms is not history-read; "
-                                        "messages sent while it was disabled are never archived")
 def test_room_re_enabled_by_the_operator_gets_the_messages_of_the_gap(
         source: psycopg.Connection, synapse_schema_db: str, fresh_db: str, tmp_path: Path) -> None:
     say(source, TOGGLED, "before")
@@ -90,9 +86,6 @@ def test_room_re_enabled_by_the_operator_gets_the_messages_of_the_gap(
     assert gap in archived(fresh_db)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: bridge auto-discovery never marks an already registered room as "
-                                        "'bridge' (ON CONFLICT keeps discovered_by), so after all-rooms mode the "
-                                        "portals are not selected and their messages are dropped")
 def test_portal_known_from_all_rooms_mode_is_archived_after_switching_to_auto_discovery(
         source: psycopg.Connection, synapse_schema_db: str, fresh_db: str, bridge_db: str, tmp_path: Path) -> None:
     say(source, PORTAL, "archived in all-rooms mode")

@@ -89,9 +89,6 @@ def test_messages_view_stays_readable_with_an_ancient_timestamp(
     assert len(rows) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ex_outlier_stream rows written during federation backfill carry "
-                                        "negative orderings; the ex_outlier reader only looks above 0, so the "
-                                        "de-outliered event is never archived")
 def test_event_de_outliered_by_federation_backfill_is_archived(
         source: psycopg.Connection, synapse_schema_db: str, fresh_db: str, tmp_path: Path) -> None:
     # Fetched earlier as an outlier (e.g. a missing prev event), with a positive ordering.
