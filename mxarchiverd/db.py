@@ -21,8 +21,18 @@ class DatabaseUnavailable(Exception):
     exit_code = ExitCode.UNAVAILABLE
 
 
-def connect(dsn: str, *, purpose: str, autocommit: bool = False, connect_timeout: int = 10) -> psycopg.Connection:
-    """Open one connection tagged with what it is for (visible in pg_stat_activity)."""
+def connect(dsn: str, *, purpose: str, autocommit: bool = False, connect_timeout: int = 10,
+            read_only_timeout: float | None = None) -> psycopg.Connection:
+    """Open one connection tagged with what it is for (visible in pg_stat_activity).
+
+    read_only_timeout: for one-off reads of a source database (status, verify): every
+    transaction read-only, every statement bounded. Sources are direct connections,
+    so session options are fine there.
+    """
+    options = {}
+    if read_only_timeout is not None:
+        options["options"] = (f"-c default_transaction_read_only=on "
+                              f"-c statement_timeout={max(1, int(read_only_timeout * 1000))}")
     try:
         return psycopg.connect(
             dsn,
@@ -30,6 +40,7 @@ def connect(dsn: str, *, purpose: str, autocommit: bool = False, connect_timeout
             prepare_threshold=None,
             application_name=f"mxarchiverd {purpose}"[:63],
             connect_timeout=connect_timeout,
+            **options,
         )
     except psycopg.ProgrammingError:
         # libpq's parse errors quote the connection string, password included.

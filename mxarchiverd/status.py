@@ -52,7 +52,8 @@ def collect(config: Config) -> Status:
     assert config.archive_dsn is not None and config.source.synapse_db_url is not None
     with connect(config.archive_dsn, purpose="status", autocommit=True) as archive:
         found = _archive_facts(archive)
-    with connect(config.source.synapse_db_url.value, purpose="status synapse", autocommit=True) as source:
+    with connect(config.source.synapse_db_url.value, purpose="status synapse", autocommit=True,
+                 read_only_timeout=config.source.statement_timeout) as source:
         rows = source.execute("SELECT stream_name, instance_name, stream_id FROM stream_positions"
                               " WHERE stream_name IN ('events', 'backfill')").fetchall()
         bounds = compute_bounds(rows, config.source.event_writers)

@@ -40,7 +40,8 @@ class RoomReport:
 def verify(config: Config) -> list[RoomReport]:
     assert config.archive_dsn is not None and config.source.synapse_db_url is not None
     with connect(config.archive_dsn, purpose="verify", autocommit=True) as archive, \
-         connect(config.source.synapse_db_url.value, purpose="verify synapse", autocommit=True) as source:
+         connect(config.source.synapse_db_url.value, purpose="verify synapse", autocommit=True,
+                 read_only_timeout=config.source.statement_timeout * 6) as source:
         registry = load_registry(archive, config.rooms, config.source.auto_discover_bridged_rooms)
         cursors = dict(archive.execute("SELECT stream, position FROM archive_cursors").fetchall())
         rooms = [r for r in registry.rooms.values() if registry.should_archive(r.room_id, 2**62) and r.history_done]

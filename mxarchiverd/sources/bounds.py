@@ -65,3 +65,14 @@ def next_backfill_cursor(cursor: int, bound: int, last_read: int | None, full_ba
     if full_batch and last_read is not None:
         return last_read
     return min(cursor, bound)
+
+
+# At most this many stream positions per read: in explicit-rooms mode a query that
+# filters a few rooms out of a busy server would otherwise scan the whole gap after
+# an outage in one statement and could hit statement_timeout on every retry.
+READ_WINDOW = 100_000
+
+
+def windowed_bound(cursor: int, bound: int, downward: bool = False, window: int = READ_WINDOW) -> int:
+    """The bound of one read: the stream's bound, but no further than `window` from the cursor."""
+    return max(bound, cursor - window) if downward else min(bound, cursor + window)

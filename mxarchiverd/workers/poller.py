@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mxarchiverd.db import connect_with_retry
-from mxarchiverd.sources.bounds import StreamBounds, next_backfill_cursor, next_forward_cursor
+from mxarchiverd.sources.bounds import StreamBounds, next_backfill_cursor, next_forward_cursor, windowed_bound
 from mxarchiverd.sources.bridge_db import BridgeReader
 from mxarchiverd.sources.rooms import (
     MIN_ORDERING, Registry, extend_history, load_registry, register_config_rooms, register_discovered_rooms,
@@ -92,11 +92,11 @@ class Poller(SourceStage):
         cursor = self.cursors[stream]
         if bound is None or advance(cursor, bound, None, False) == cursor:
             return None
-        limit = self.config.processing.batch_size
-        rows = read(cursor, bound, registry.sql_room_filter(), limit)
+        limit, window = self.config.processing.batch_size, windowed_bound(cursor, bound, downward=advance is next_backfill_cursor)
+        rows = read(cursor, window, registry.sql_room_filter(), limit)
         full = len(rows) >= limit
-        self.cursors[stream] = advance(cursor, bound, rows[-1]["stream_ordering"] if rows else None, full)
-        return self._batch(stream, self.cursors[stream], rows, registry, full)
+        self.cursors[stream] = advance(cursor, window, rows[-1]["stream_ordering"] if rows else None, full)
+        return self._batch(stream, self.cursors[stream], rows, registry, full or window != bound)
 
     def _ex_outliers(self, registry: Registry) -> Message | None:
         return self._follow_ex("ex_outlier", self.bounds.forward, self.synapse.ex_outliers,
@@ -114,12 +114,12 @@ class Poller(SourceStage):
         cursor = self.cursors[stream]
         if bound is None or advance(cursor, bound, None, False) == cursor:
             return None
-        limit = self.config.processing.batch_size
-        found = read(cursor, bound, registry.sql_room_filter(), limit)
+        limit, window = self.config.processing.batch_size, windowed_bound(cursor, bound, downward=advance is next_backfill_cursor)
+        found = read(cursor, window, registry.sql_room_filter(), limit)
         full = len(found) >= limit
-        self.cursors[stream] = advance(cursor, bound, found[-1][0] if found else None, full)
+        self.cursors[stream] = advance(cursor, window, found[-1][0] if found else None, full)
         rows = [event for position, event in found if registry.should_archive(event["room_id"], position)]
-        return self._message(stream, self.cursors[stream], rows, full)
+        return self._message(stream, self.cursors[stream], rows, full or window != bound)
 
     def _room_history(self, registry: Registry) -> Message | None:
         pending = registry.pending_history()

@@ -170,3 +170,17 @@ def test_purge_policy_clears_content_of_redacted_message_and_its_edits(
     rows = archived(fresh_db)
     assert rows[target]["redacted"] and rows[target]["content"] == {} and rows[target]["event"]["content"] == {}
     assert rows[edit]["content"] == {}
+
+
+def test_a_gap_wider_than_one_read_window_is_crossed_in_several_reads(
+        source: psycopg.Connection, synapse_schema_db: str, fresh_db: str, tmp_path: Path) -> None:
+    first, _ = insert_event(source, ROOM, "m.room.message", text("before the gap"))
+    source.execute("SELECT setval('events_stream_seq', 250000)")
+    far, position = insert_event(source, ROOM, "m.room.message", text("after the gap"))
+    set_position(source, position)
+    with pipeline(write_config(tmp_path, synapse_schema_db, fresh_db, f"rooms:\n  - room_id: '{ROOM}'\n")) as p:
+        moved, rounds = 0, 0
+        while p.poller.cursors["events"] < position:
+            moved += p.round()
+            rounds += 1
+    assert rounds >= 3 and moved == 2 and {first, far} <= set(archived(fresh_db))

@@ -1,7 +1,7 @@
 """Commit-safe bounds and room selection (pure)."""
 from __future__ import annotations
 
-from mxarchiverd.sources.bounds import compute_bounds, next_backfill_cursor, next_forward_cursor
+from mxarchiverd.sources.bounds import compute_bounds, next_backfill_cursor, next_forward_cursor, windowed_bound
 from mxarchiverd.sources.rooms import Registry, RoomEntry, history_needed
 
 
@@ -41,3 +41,9 @@ def test_registry_rules() -> None:
 
 def test_history_needed_once_a_stream_has_moved() -> None:
     assert not history_needed(0, 0) and history_needed(5, 0) and history_needed(0, -3)
+
+
+def test_one_read_covers_at_most_a_window_of_positions() -> None:
+    assert windowed_bound(0, 10, window=100) == 10 and windowed_bound(0, 1_000, window=100) == 100
+    assert windowed_bound(-5, -50, downward=True, window=10) == -15
+    assert windowed_bound(-5, -8, downward=True, window=10) == -8
