@@ -173,3 +173,36 @@ def test_kill_9_of_the_dbwriter_between_its_writes_and_its_commit(daemon: RealDa
     assert len(ids) == len(set(ids)) and set(ids) == source_ids(source)
     writer.conn.close()
     assert all(alive(pid) for pid in daemon.role_pids("poller"))
+
+
+def test_sighup_adds_a_room_and_a_broken_file_keeps_the_old_config(source: str, fresh_db: str, tmp_path: Path) -> None:
+    with psycopg.connect(source, autocommit=True) as conn:
+        before, _ = insert_event(conn, ROOMS[1], "m.room.message", {"msgtype": "m.text", "body": "history"})
+        _, position = insert_event(conn, ROOMS[0], "m.room.message", {"msgtype": "m.text", "body": "first"})
+        set_position(conn, position)
+    d = RealDaemon(tmp_path, source, fresh_db)
+    original = d.config.read_text()
+    d.config.write_text(original + f"rooms:\n  - room_id: '{ROOMS[0]}'\n")
+    try:
+        ready = d.notify.wait_for("READY=1", timeout=60)
+        wait_for(lambda: archived_count(fresh_db) == 1, 30, "the one monitored room")
+        d.config.write_text(original + f"rooms:\n  - room_id: '{ROOMS[0]}'\n  - room_id: '{ROOMS[1]}'\n")
+        d.proc.send_signal(signal.SIGHUP)
+        reloading = d.notify.wait_for("RELOADING=1", after=ready + 1)
+        d.notify.wait_for("READY=1", after=reloading)
+        wait_for(lambda: before in archive_ids(fresh_db), 30, "the added room's history after SIGHUP")
+        d.config.write_text("rooms: [\n")
+        d.proc.send_signal(signal.SIGHUP)
+        again = d.notify.wait_for("RELOADING=1", after=reloading + 1)
+        d.notify.wait_for("READY=1", after=again)
+        status = wait_for(lambda: [t for _, t in d.notify.snapshot()[again:] if "reload failed" in t], 10,
+                          "STATUS naming the reload problem")
+        assert "not valid YAML" in status[-1]
+        with psycopg.connect(source, autocommit=True) as conn:
+            later, position = insert_event(conn, ROOMS[1], "m.room.message", {"msgtype": "m.text", "body": "still on"})
+            set_position(conn, position)
+        wait_for(lambda: later in archive_ids(fresh_db), 30, "archiving on the old config")
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.proc.wait(30) == 0, d.output()
+    finally:
+        d.cleanup()
