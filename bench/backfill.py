@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -52,6 +53,9 @@ def parse_args() -> argparse.Namespace:
                    help="also run the three stages in-process under cProfile and print where the time goes")
     p.add_argument("--profile-events", type=int, default=50_000, help="events for --profile (default 50000)")
     p.add_argument("--pg-admin-dsn", help="use this PostgreSQL server (superuser DSN) instead of a private cluster")
+    p.add_argument("--archive-rtt-ms", type=float, default=0.0,
+                   help="put the archive database behind a proxy adding this round-trip time (Supabase is remote;"
+                        " Synapse's database stays local). Applies to the daemon, seed 001 and COPY alike")
     p.add_argument("--seed", type=int, default=6, help="RNG seed of the generator")
     p.add_argument("--timeout", type=float, default=3600, help="give up on the daemon after this many seconds")
     return p.parse_args()
@@ -67,16 +71,41 @@ def main() -> int:
                       server.settings("fsync", "synchronous_commit", "shared_buffers"),
                       ["source and archive databases are on the same PostgreSQL server (no network);"
                        " Supabase over the internet adds a round trip per statement"])
-        figures: dict[str, Any] = {"machine": report.machine(), "events": args.events}
+        figures: dict[str, Any] = {"machine": report.machine(), "events": args.events,
+                                   "archive_rtt_ms": args.archive_rtt_ms}
+        remote = far_away(stack, args.archive_rtt_ms)
         synapse_dsn, last = generate(server, args)
-        figures["copy"] = measure_copy(server, synapse_dsn, args.events)
-        figures["daemon"] = measure_daemon(stack, server, synapse_dsn, last, args, workdir)
-        figures["seed001"] = measure_seed001(server, synapse_dsn, args.seed_events, workdir)
+        figures["copy"] = measure_copy(server, synapse_dsn, args.events, remote)
+        figures["daemon"] = measure_daemon(stack, server, synapse_dsn, last, args, workdir, remote)
+        figures["seed001"] = measure_seed001(server, synapse_dsn, args.seed_events, workdir, remote)
         summarize(figures, args)
         if args.profile:
             figures["profile"] = profile_stages(server, args, workdir)
         report.save("backfill", figures)
     return 0
+
+
+def far_away(stack: procs.Cleanup, rtt_ms: float) -> Callable[[str], str]:
+    """DSN -> the DSN through a proxy adding `rtt_ms` of round trip (identity when 0)."""
+    if rtt_ms <= 0:
+        return lambda dsn: dsn
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from benchlib.netdelay import DelayProxy
+
+    proxies: dict[tuple[str, int], int] = {}
+
+    def via_proxy(dsn: str) -> str:
+        info = conninfo_to_dict(dsn)
+        target = (str(info.get("host", "127.0.0.1")), int(info.get("port", 5432)))
+        if target not in proxies:
+            proxy = DelayProxy(*target, rtt_ms)
+            proxies[target] = proxy.start()
+            stack.callback(proxy.stop, label="stop delay proxy")
+        return make_conninfo(dsn, host="127.0.0.1", port=proxies[target])
+
+    print(f"note: the archive database is reached through a proxy adding {rtt_ms:g} ms of round trip")
+    return via_proxy
 
 
 def _rmtree(path: Path) -> None:
@@ -117,13 +146,13 @@ COPY_TABLE = """CREATE TABLE copied (stream_ordering bigint, event_id text, room
                                      sender text, origin_server_ts bigint, event jsonb)"""
 
 
-def measure_copy(server: Server, synapse_dsn: str, events: int) -> dict[str, Any]:
+def measure_copy(server: Server, synapse_dsn: str, events: int, remote: Callable[[str], str]) -> dict[str, Any]:
     print("\n[2/4] physical limit: COPY TO STDOUT (events JOIN event_json) piped into COPY FROM STDIN")
     target = server.create_database("copy")
     with psycopg.connect(target, autocommit=True) as conn:
         conn.execute(COPY_TABLE)
     started = time.monotonic()
-    with psycopg.connect(synapse_dsn) as src, psycopg.connect(target) as dst:
+    with psycopg.connect(synapse_dsn) as src, psycopg.connect(remote(target)) as dst:
         with src.cursor().copy(COPY_OUT) as out, dst.cursor().copy("COPY copied FROM STDIN") as into:
             for chunk in out:
                 into.write(chunk)
@@ -138,10 +167,10 @@ def measure_copy(server: Server, synapse_dsn: str, events: int) -> dict[str, Any
 # --- the daemon -------------------------------------------------------------------------
 
 def measure_daemon(stack: procs.Cleanup, server: Server, synapse_dsn: str, last: int, args: argparse.Namespace,
-                   workdir: Path) -> dict[str, Any]:
+                   workdir: Path, remote: Callable[[str], str]) -> dict[str, Any]:
     print("\n[3/4] full daemon: mxarchiverd run (uploader idle), until archive_cursors 'events' = source bound")
     archive = server.create_database("archive")
-    config = DaemonConfig(synapse_dsn, archive, workdir / "daemon", batch_size=args.batch_size).write()
+    config = DaemonConfig(synapse_dsn, remote(archive), workdir / "daemon", batch_size=args.batch_size).write()
     daemon = Daemon(config, workdir / "daemon.log")
     probe = CursorProbe(archive)
     pg_cpu0 = procs.tree_cpu_seconds(server.postmaster_pid) if server.postmaster_pid else None
@@ -208,7 +237,8 @@ SEED_UPSERT = """INSERT INTO archived_messages (event_id, room_id, sender, times
                  ON CONFLICT (event_id) DO UPDATE SET content = EXCLUDED.content, message_type = EXCLUDED.message_type"""
 
 
-def measure_seed001(server: Server, synapse_dsn: str, subset: int, workdir: Path) -> dict[str, Any]:
+def measure_seed001(server: Server, synapse_dsn: str, subset: int, workdir: Path,
+                    remote: Callable[[str], str]) -> dict[str, Any]:
     """Seed 001's loop, minimal but faithful: per message one content query and one upsert.
 
     Generous to the seed: its upsert goes to Supabase over HTTPS (PostgREST);
@@ -224,7 +254,8 @@ def measure_seed001(server: Server, synapse_dsn: str, subset: int, workdir: Path
     state = workdir / "seed001.state"
     done, cursor = 0, 0
     started = time.monotonic()
-    with psycopg.connect(synapse_dsn, autocommit=True) as src, psycopg.connect(target, autocommit=True) as dst:
+    with psycopg.connect(synapse_dsn, autocommit=True) as src, \
+            psycopg.connect(remote(target), autocommit=True) as dst:
         while done < subset:
             listing = src.execute(SEED_LIST, (cursor,)).fetchall()
             if not listing:

@@ -1,0 +1,78 @@
+"""A TCP proxy that adds a fixed round-trip time, to put the archive database "far away".
+
+In production the archive is Supabase, across the internet, while Synapse's
+database is local. Every round trip to the archive then costs the RTT; this
+proxy (asyncio, in a thread of the benchmark) delays each chunk by RTT/2 in
+each direction, keeping order. Bandwidth is not limited.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+
+
+class DelayProxy:
+    def __init__(self, target_host: str, target_port: int, rtt_ms: float) -> None:
+        self.target = (target_host, target_port)
+        self.one_way = rtt_ms / 2000.0
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="delay-proxy", daemon=True)
+        self._server: asyncio.base_events.Server | None = None
+
+    def start(self) -> int:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("delay proxy did not start")
+        return self.port
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._loop.call_soon_threadsafe(self._server.close)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        try:
+            upstream_r, upstream_w = await asyncio.open_connection(*self.target)
+        except OSError:
+            client_w.close()
+            return
+        await asyncio.gather(self._pump(client_r, upstream_w), self._pump(upstream_r, client_w),
+                             return_exceptions=True)
+
+    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                due, data = await queue.get()
+                wait = due - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if not data:
+                    sink.close()
+                    return
+                sink.write(data)
+                await sink.drain()
+
+        sender = asyncio.create_task(deliver())
+        try:
+            while data := await source.read(65536):
+                queue.put_nowait((loop.time() + self.one_way, data))
+        except (ConnectionError, OSError):
+            pass
+        queue.put_nowait((loop.time() + self.one_way, b""))
+        try:
+            await sender
+        except (ConnectionError, OSError):
+            pass
