@@ -79,42 +79,37 @@ class Poller(SourceStage):
     # --- the four readers -------------------------------------------------
 
     def _forward(self, registry: Registry) -> Message | None:
-        return self._follow("events", self.bounds.forward, self.synapse.forward, next_forward_cursor, registry)
+        return self._follow("events", self.bounds.forward, by_ordering(self.synapse.forward),
+                            next_forward_cursor, registry)
 
     def _backfill(self, registry: Registry) -> Message | None:
         if not self.config.source.follow_backfill:
             return None
-        return self._follow("backfill", self.bounds.backfill, self.synapse.backfill, next_backfill_cursor, registry)
-
-    def _follow(self, stream: str, bound: int | None, read: Callable[..., list[dict[str, Any]]],
-                advance: Callable[[int, int, int | None, bool], int], registry: Registry) -> Message | None:
-        """One batch of a stream between its cursor and its bound (upward or downward)."""
-        cursor = self.cursors[stream]
-        if bound is None or advance(cursor, bound, None, False) == cursor:
-            return None
-        limit, window = self.config.processing.batch_size, windowed_bound(cursor, bound, downward=advance is next_backfill_cursor)
-        rows = read(cursor, window, registry.sql_room_filter(), limit)
-        full = len(rows) >= limit
-        self.cursors[stream] = advance(cursor, window, rows[-1]["stream_ordering"] if rows else None, full)
-        return self._batch(stream, self.cursors[stream], rows, registry, full or window != bound)
+        return self._follow("backfill", self.bounds.backfill, by_ordering(self.synapse.backfill),
+                            next_backfill_cursor, registry)
 
     def _ex_outliers(self, registry: Registry) -> Message | None:
-        return self._follow_ex("ex_outlier", self.bounds.forward, self.synapse.ex_outliers,
-                               next_forward_cursor, registry)
+        return self._follow("ex_outlier", self.bounds.forward, self.synapse.ex_outliers, next_forward_cursor, registry)
 
     def _ex_outliers_backfill(self, registry: Registry) -> Message | None:
         """Events de-outliered while Synapse backfilled get negative ex_outlier positions."""
         if not self.config.source.follow_backfill:
             return None
-        return self._follow_ex("ex_outlier_backfill", self.bounds.backfill, self.synapse.ex_outliers_backfill,
-                               next_backfill_cursor, registry)
+        return self._follow("ex_outlier_backfill", self.bounds.backfill, self.synapse.ex_outliers_backfill,
+                            next_backfill_cursor, registry)
 
-    def _follow_ex(self, stream: str, bound: int | None, read: Callable[..., list[tuple[int, dict[str, Any]]]],
-                   advance: Callable[[int, int, int | None, bool], int], registry: Registry) -> Message | None:
+    def _follow(self, stream: str, bound: int | None, read: Callable[..., list[tuple[int, dict[str, Any]]]],
+                advance: Callable[[int, int, int | None, bool], int], registry: Registry) -> Message | None:
+        """One batch of a stream between its cursor and its bound (upward or downward).
+
+        `read` returns (stream position, event) pairs; the position is what the
+        cursor follows and what the room rules compare with.
+        """
         cursor = self.cursors[stream]
         if bound is None or advance(cursor, bound, None, False) == cursor:
             return None
-        limit, window = self.config.processing.batch_size, windowed_bound(cursor, bound, downward=advance is next_backfill_cursor)
+        limit = self.config.processing.batch_size
+        window = windowed_bound(cursor, bound, downward=advance is next_backfill_cursor)
         found = read(cursor, window, registry.sql_room_filter(), limit)
         full = len(found) >= limit
         self.cursors[stream] = advance(cursor, window, found[-1][0] if found else None, full)
@@ -136,10 +131,6 @@ class Poller(SourceStage):
         return message
 
     # --- helpers ----------------------------------------------------------
-
-    def _batch(self, stream: str, position: int, rows: list[dict[str, Any]], registry: Registry, full: bool) -> Message:
-        kept = [r for r in rows if registry.should_archive(r["room_id"], r["stream_ordering"])]
-        return self._message(stream, position, kept, full)
 
     def _message(self, stream: str, position: int, rows: list[dict[str, Any]], full: bool) -> Message:
         events = [r for r in rows if not r["soft_failed"]]
@@ -183,3 +174,8 @@ class Poller(SourceStage):
             return registry
         extend_history(self.archive, pending, self.cursors["events"])
         return load_registry(self.archive, self.config.rooms, self.bridge is not None)
+
+
+def by_ordering(read: Callable[..., list[dict[str, Any]]]) -> Callable[..., list[tuple[int, dict[str, Any]]]]:
+    """A reader of events as (stream ordering, event) pairs."""
+    return lambda *args: [(event["stream_ordering"], event) for event in read(*args)]
