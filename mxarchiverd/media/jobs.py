@@ -4,11 +4,20 @@ A claim is one short transaction (FOR UPDATE SKIP LOCKED, then a lease written
 into next_attempt_at), so no lock is held during a transfer and any number of
 uploaders, on any number of hosts, share the queue. A job whose uploader died
 becomes due again when its lease runs out.
+
+Storage objects are keyed by mxc (`{server}/{media_id}`), so a forwarded file
+shares its object with the original. An object is deleted only under an advisory
+lock on its path and only when nothing else still uses it, and every delete is
+stamped (object_deleted_at), so an upload of the same object that raced the
+delete sees it when it records and uploads again.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
+
+from mxarchiverd.media.paths import parse_mxc, storage_object_path
 
 LEASE_SECONDS = 120
 TRANSIENT_MAX_DELAY = 300.0
@@ -18,7 +27,7 @@ UPDATE media_jobs j SET next_attempt_at = NOW() + make_interval(secs => %(lease)
  WHERE j.id IN (SELECT id FROM media_jobs WHERE state IN ('pending', 'purge') AND next_attempt_at <= NOW()
                  ORDER BY next_attempt_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
 RETURNING j.id, j.event_id, j.media_kind, j.matrix_url, j.encrypted_file, j.media_type,
-          j.original_filename, j.mime_type, j.declared_size, j.state, j.attempts
+          j.original_filename, j.mime_type, j.declared_size, j.state, j.attempts, NOW()
 """
 EXTEND_LEASES_SQL = """
 UPDATE media_jobs SET next_attempt_at = NOW() + make_interval(secs => %(lease)s)
@@ -54,6 +63,26 @@ WITH done AS (UPDATE media_jobs SET state = 'purged', last_error = NULL, updated
 DELETE FROM archived_media m USING done
  WHERE m.event_id = done.event_id AND m.media_kind = done.media_kind AND m.matrix_url = done.matrix_url
 """
+# Two-key advisory locks live apart from the one-key space the migrations use.
+OBJECT_LOCK_SPACE = 0x6D6F626A  # "mobj"
+OBJECT_LOCK_SQL = "SELECT pg_advisory_xact_lock(%(space)s, hashtext(%(path)s))"
+JOB_STATE_SQL = "SELECT state FROM media_jobs WHERE id = %(id)s"
+# Whatever still needs the object: another job that will upload or has uploaded it
+# (dead ones can be revived by media-retry), or another event's archived file.
+LIVE_REFERENCE_SQL = """
+SELECT EXISTS (SELECT 1 FROM media_jobs
+                WHERE matrix_url = %(matrix_url)s AND media_kind = %(media_kind)s AND id <> %(id)s
+                  AND state NOT IN ('purge', 'purged', 'refused'))
+    OR EXISTS (SELECT 1 FROM archived_media
+                WHERE storage_bucket = %(bucket)s AND storage_path = %(path)s AND event_id <> %(event_id)s)
+"""
+# clock_timestamp(), not NOW(): the stamp must come after the delete itself.
+OBJECT_DELETED_SQL = "UPDATE media_jobs SET object_deleted_at = clock_timestamp() WHERE id = %(id)s"
+DELETED_SINCE_SQL = """
+SELECT EXISTS (SELECT 1 FROM media_jobs
+                WHERE matrix_url = %(matrix_url)s AND media_kind = %(media_kind)s
+                  AND object_deleted_at >= %(claimed_at)s)
+"""
 BACKLOG_SQL = "SELECT count(*) FROM media_jobs WHERE state IN ('pending', 'purge')"
 RETRY_DEAD_SQL = """
 UPDATE media_jobs SET state = 'pending', attempts = 0, last_error = NULL, next_attempt_at = NOW(), updated_at = NOW()
@@ -76,6 +105,13 @@ class Job:
     declared_size: int | None
     state: str
     attempts: int
+    claimed_at: datetime | None = None  # the archive database's clock at the claim
+
+    @property
+    def object_path(self) -> str:
+        """The storage key this job writes; jobs of the same mxc and kind share it."""
+        kind = "original" if self.media_kind == "file" else "thumbnail"
+        return storage_object_path(parse_mxc(self.matrix_url), kind)
 
 
 @dataclass(frozen=True)
@@ -100,6 +136,17 @@ def plan_failure(kind: FailureKind, attempts: int, retry_attempts: int, retry_de
     if attempts + 1 >= retry_attempts:
         return Reschedule("dead", 1, 0.0)
     return Reschedule("pending", 1, retry_delay * 2 ** attempts)
+
+
+def should_delete_object(job_state: str | None, live_reference: bool) -> bool:
+    """Whether an uploader may delete the object of a job it no longer owns.
+
+    Only a purged job gives its object up (None: the job row itself is gone); one
+    finished by another uploader whose lease outlived ours is done and keeps it.
+    Even then the object stays while anything else still uses it: a forward of the
+    same mxc has the same object.
+    """
+    return job_state in (None, "purge", "purged") and not live_reference
 
 
 def media_type_label(media_type: str) -> str:

@@ -19,7 +19,7 @@ from mxarchiverd.media.crypto import decrypt_file
 from mxarchiverd.media.errors import MediaRefused
 from mxarchiverd.media.fetch import FetchFailed, download, sha256_of
 from mxarchiverd.media.jobs import Job
-from mxarchiverd.media.paths import parse_mxc, storage_object_path
+from mxarchiverd.media.paths import parse_mxc
 from mxarchiverd.media.resolve import find_media
 from mxarchiverd.sinks.storage import ObjectStore
 
@@ -48,8 +48,6 @@ def policy_refusal(size: int, mime_type: str, config: Config) -> str | None:
 
 
 def transfer(job: Job, config: Config, synapse: psycopg.Connection, store: ObjectStore, workdir: Path) -> Stored:
-    mxc = parse_mxc(job.matrix_url)
-    kind = "original" if job.media_kind == "file" else "thumbnail"
     with _source_file(job, config, synapse, workdir) as (path, known_mime, known_name):
         mime = job.mime_type or known_mime or DEFAULT_MIME
         with _plaintext(job, config, path, workdir) as (plain, decrypted):
@@ -57,7 +55,7 @@ def transfer(job: Job, config: Config, synapse: psycopg.Connection, store: Objec
             refusal = policy_refusal(size, mime, config)
             if refusal:
                 raise MediaRefused(refusal)
-            object_path = storage_object_path(mxc, kind)
+            object_path = job.object_path
             store.put_file(plain, object_path, mime, size)
     return Stored(object_path, size, sha256, mime, job.original_filename or known_name, decrypted)
 
@@ -67,7 +65,7 @@ def _source_file(job: Job, config: Config, synapse: psycopg.Connection,
                  workdir: Path) -> Iterator[tuple[Path, str | None, str | None]]:
     """The media store's file when it is there; else a downloaded temporary copy."""
     mxc = parse_mxc(job.matrix_url)
-    found = find_media(synapse, config.source.media_store_path, mxc)
+    found = find_media(synapse, config.source.media_store_path, mxc, config.source.statement_timeout)
     if found and found.quarantined:
         raise MediaRefused(f"{mxc} is quarantined by a Synapse admin")
     if found and found.path is not None and found.path.is_file():

@@ -4,11 +4,17 @@ The bridge keys portals and messages on the WhatsApp side; `portal.mxid` is the
 Matrix room and `message.mxid` the Matrix event (synapse-bridge-facts.md §6).
 Rows are matched on bridge_id (`''` for a standalone bridge) and, for messages,
 on the portal's receiver too.
+
+The bridge creates the Matrix room first and stores portal.mxid only after
+createRoom returned (§6.2), so "not a portal" is a passing answer: it is kept for
+MISS_TTL seconds at most, and never trusted for a room whose batch carries
+messages, which the bridge sends only once the portal row exists.
 """
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +35,7 @@ GHOSTS_SQL = "SELECT id, name, identifiers::text FROM ghost WHERE bridge_id = %s
 # Ghost MXIDs follow the default username template @whatsapp_<ghost id>:server.
 _GHOST_MXID = re.compile(r"^@whatsapp_([^:]+):")
 _TEL = re.compile(r'"tel:(\+?\d+)"')
+MISS_TTL = 60.0
 
 
 @dataclass(frozen=True)
@@ -48,12 +55,34 @@ class BridgedMessage:
     sender_phone: str | None
 
 
+@dataclass(frozen=True)
+class PortalLookup:
+    portal: Portal | None
+    at: float  # clock reading when the bridge database answered
+
+
+def needs_lookup(cached: PortalLookup | None, now: float, has_messages: bool) -> bool:
+    """Whether to ask the bridge database (again) whether a room is a portal.
+
+    A portal's Matrix room id never changes, so a hit is kept. A miss may only
+    mean the bridge has not saved portal.mxid yet; rows are written once, so a
+    stale miss would cost a message its WhatsApp ids for good.
+    """
+    if cached is None:
+        return True
+    if cached.portal is not None:
+        return False
+    return has_messages or now - cached.at >= MISS_TTL
+
+
 class BridgeReader:
-    def __init__(self, conn: psycopg.Connection, bridge_id: str, statement_timeout: float) -> None:
+    def __init__(self, conn: psycopg.Connection, bridge_id: str, statement_timeout: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.conn = conn
         self.bridge_id = bridge_id
         self.timeout_ms = max(1, int(statement_timeout * 1000))
-        self.portal_cache: dict[str, Portal | None] = {}
+        self.clock = clock
+        self.portal_cache: dict[str, PortalLookup] = {}
 
     def _rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         with self.conn.transaction():
@@ -61,13 +90,14 @@ class BridgeReader:
             self.conn.execute(f"SET LOCAL statement_timeout = {self.timeout_ms}")
             return self.conn.execute(sql, params).fetchall()
 
-    def portals(self, room_ids: set[str]) -> dict[str, Portal | None]:
-        missing = [r for r in room_ids if r not in self.portal_cache]
-        if missing:
-            self.portal_cache.update({r: None for r in missing})
-            for row in self._rows(PORTALS_SQL, (self.bridge_id, missing)):
-                self.portal_cache[row[0]] = Portal(*row)
-        return {r: self.portal_cache[r] for r in room_ids}
+    def portals(self, room_ids: set[str], with_messages: Collection[str] = ()) -> dict[str, Portal | None]:
+        """The portal of each room, or None; `with_messages`: rooms whose batch has messages."""
+        now = self.clock()
+        stale = sorted(r for r in room_ids if needs_lookup(self.portal_cache.get(r), now, r in with_messages))
+        if stale:
+            found = {row[0]: Portal(*row) for row in self._rows(PORTALS_SQL, (self.bridge_id, stale))}
+            self.portal_cache.update({r: PortalLookup(found.get(r), now) for r in stale})
+        return {r: self.portal_cache[r].portal for r in room_ids}
 
     def all_portals(self) -> list[Portal]:
         return [Portal(*row) for row in self._rows(ALL_PORTALS_SQL, (self.bridge_id,))]

@@ -41,21 +41,23 @@ class Enricher(TransformStage):
         self.state.invalidate(events)
         thumbnails = self.config.processing.media_thumbnails
         rows = [build_row(event, thumbnails=thumbnails) for event in events]
-        rooms = self._rooms({row["room_id"] for row in rows})
-        names = self.state.display_names({(row["room_id"], row["sender"]) for row in rows})
+        rooms = self._rooms(rows)
+        names = self.state.display_names([(row["room_id"], row["sender"], row["stream_ordering"]) for row in rows])
         bridged = self._bridged(rows, rooms)
-        for row in rows:
-            key = (row["room_id"], row["sender"])
-            enrich_row(row, rooms[row["room_id"]], names.get(key), bridged.get(row["event_id"]) or bridged.get(row["sender"]))
+        for row, name in zip(rows, names, strict=True):
+            enrich_row(row, rooms[row["room_id"]], name, bridged.get(row["event_id"]) or bridged.get(row["sender"]))
         self.events_seen += len(rows)
         return [{**message, "kind": "rows", "rows": rows, "rooms": list(rooms.values())}]
 
     def stats(self) -> dict[str, float]:
         return {"enriched": float(self.events_seen)}
 
-    def _rooms(self, room_ids: set[str]) -> dict[str, dict[str, Any]]:
+    def _rooms(self, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        room_ids = {row["room_id"] for row in rows}
         infos = self.state.room_info(room_ids)
-        portals = self.bridge.portals(room_ids) if self.bridge else {}
+        # Messages (non-state events) are what the bridge sends once it saved the portal.
+        with_messages = {row["room_id"] for row in rows if row["state_key"] is None}
+        portals = self.bridge.portals(room_ids, with_messages) if self.bridge else {}
         kind = self.config.source.bridge_type
         return {r: room_summary(r, infos[r], portals.get(r), kind) for r in room_ids}
 

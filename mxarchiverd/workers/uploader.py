@@ -12,6 +12,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import psycopg
 from psycopg_pool import ConnectionPool
 
 from mxarchiverd.db import DatabaseUnavailable
@@ -124,9 +125,11 @@ class Uploader(SourceStage):
     def _record(self, job: Job, stored: Stored) -> None:
         bucket = self.config.supabase.storage.bucket
         with self.archive.connection() as conn, conn.transaction():
+            _lock_object(conn, stored.object_path)
+            if _deleted_since_claim(conn, job) and _upload_again(conn, job):
+                return
             if conn.execute(sql.MARK_DONE_SQL, {"id": job.id}).fetchone() is None:
-                # Purged (redaction_policy purge) while we uploaded: take the object back out.
-                self.store.delete(stored.object_path)
+                self._release_lost_job(conn, job, stored.object_path)
                 return
             media_id = conn.execute(sql.RECORD_MEDIA_SQL, {
                 "event_id": job.event_id, "media_type": sql.media_type_label(job.media_type),
@@ -141,6 +144,20 @@ class Uploader(SourceStage):
                                                     "mime_type": stored.mime_type})
         self.counts["uploaded"] += 1
 
+    def _release_lost_job(self, conn: psycopg.Connection, job: Job, object_path: str) -> None:
+        """The job left 'pending' while we uploaded: purged (take our copy back out) or
+        finished by an uploader that claimed it after our lease ran out (keep it)."""
+        row = conn.execute(sql.JOB_STATE_SQL, {"id": job.id}).fetchone()
+        state = row[0] if row else None
+        if not sql.should_delete_object(state, self._still_used(conn, job, object_path)):
+            return
+        try:
+            self.store.delete(object_path)
+        except StorageError as exc:
+            log.warning("could not take back the upload of purged %s: %s", job.event_id, exc)
+            return
+        conn.execute(sql.OBJECT_DELETED_SQL, {"id": job.id})
+
     def _fail(self, job: Job, kind: sql.FailureKind, reason: str) -> None:
         processing = self.config.processing
         plan = plan_failure(kind, job.attempts, processing.retry_attempts, processing.retry_delay)
@@ -151,16 +168,46 @@ class Uploader(SourceStage):
         self.counts["refused" if plan.state == "refused" else "failed"] += 1
 
     def _purge(self, job: Job) -> None:
-        from mxarchiverd.media.paths import parse_mxc, storage_object_path
-
-        kind = "original" if job.media_kind == "file" else "thumbnail"
+        """Drop a redacted message's archived file; the object goes only if nothing else uses it."""
+        path = job.object_path
         try:
-            self.store.delete(storage_object_path(parse_mxc(job.matrix_url), kind))
+            with self.archive.connection() as conn, conn.transaction():
+                _lock_object(conn, path)
+                if sql.should_delete_object(job.state, self._still_used(conn, job, path)):
+                    self.store.delete(path)
+                    conn.execute(sql.OBJECT_DELETED_SQL, {"id": job.id})
+                conn.execute(sql.PURGED_SQL, {"id": job.id})
         except StorageError as exc:
             log.warning("could not delete purged media of %s yet: %s", job.event_id, exc)
-            return  # the lease runs out and the purge is tried again
-        with self.archive.connection() as conn:
-            conn.execute(sql.PURGED_SQL, {"id": job.id})
+            # the lease runs out and the purge is tried again
+
+    def _still_used(self, conn: psycopg.Connection, job: Job, object_path: str) -> bool:
+        return bool(conn.execute(sql.LIVE_REFERENCE_SQL, {
+            "matrix_url": job.matrix_url, "media_kind": job.media_kind, "id": job.id, "event_id": job.event_id,
+            "bucket": self.config.supabase.storage.bucket, "path": object_path,
+        }).fetchone()[0])
+
+
+def _lock_object(conn: psycopg.Connection, object_path: str) -> None:
+    """Serialise deleting an object with recording an upload of it (held until commit)."""
+    conn.execute(sql.OBJECT_LOCK_SQL, {"space": sql.OBJECT_LOCK_SPACE, "path": object_path})
+
+
+def _upload_again(conn: psycopg.Connection, job: Job) -> bool:
+    """Another message's purge deleted this object, maybe after our upload: rather than
+    record a missing file, the job (if still ours to finish) is due again at once."""
+    return conn.execute(sql.RESCHEDULE_SQL, {
+        "id": job.id, "state": "pending", "counted": 0, "delay": 0.0,
+        "error": "the object was deleted by a concurrent purge; uploading again",
+    }).rowcount == 1
+
+
+def _deleted_since_claim(conn: psycopg.Connection, job: Job) -> bool:
+    if job.claimed_at is None:
+        return False
+    return bool(conn.execute(sql.DELETED_SINCE_SQL, {
+        "matrix_url": job.matrix_url, "media_kind": job.media_kind, "claimed_at": job.claimed_at,
+    }).fetchone()[0])
 
 
 def _pool(dsn: str, purpose: str, size: int, timeout: float) -> ConnectionPool:

@@ -46,8 +46,6 @@ def member(conn: psycopg.Connection, user: str, displayname: str | None, members
     return ordering
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: sender_display_name comes from the current member state, not the "
-                                        "membership in force at the message; history gets later (or no) names")
 def test_message_read_later_keeps_the_name_its_sender_had_then(
         source: psycopg.Connection, synapse_schema_db: str, fresh_db: str, tmp_path: Path) -> None:
     member(source, ALICE, "Alice")

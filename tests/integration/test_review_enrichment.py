@@ -31,8 +31,6 @@ def source(synapse_schema_db: str) -> Iterator[psycopg.Connection]:
     conn.close()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: BridgeReader.portal_cache keeps 'not a portal' forever, so a room "
-                                        "seen before the bridge stored portal.mxid never gets WhatsApp ids")
 def test_room_that_becomes_a_portal_after_its_first_events_gets_whatsapp_ids(
         source: psycopg.Connection, synapse_schema_db: str, fresh_db: str, bridge_db: str, tmp_path: Path) -> None:
     # The bridge bot's createRoom: the room's first events are persisted...

@@ -68,8 +68,6 @@ def media_rows(dsn: str) -> dict[str, str]:
         return dict(conn.execute("SELECT event_id, storage_path FROM archived_media").fetchall())
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an uploader whose lease ran out deletes the object another uploader "
-                                        "already stored and recorded as done (MARK_DONE miss is read as 'purged')")
 def test_uploader_with_an_expired_lease_does_not_delete_the_finished_object(
         source: psycopg.Connection, media_store: Path, synapse_schema_db: str, fresh_db: str, tmp_path: Path) -> None:
     event, position = insert_event(source, ROOM, "m.room.message", image(), sender=ALICE)
@@ -99,8 +97,6 @@ def test_uploader_with_an_expired_lease_does_not_delete_the_finished_object(
     assert objects(tmp_path).exists(OBJECT), "archived_media points at an object that was deleted"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: purging a redacted message deletes the shared {server}/{media_id} "
-                                        "object that an unredacted message (a forward of the same mxc) still uses")
 def test_purging_one_message_keeps_the_object_of_another_message_with_the_same_mxc(
         source: psycopg.Connection, media_store: Path, synapse_schema_db: str, fresh_db: str, tmp_path: Path) -> None:
     original, _ = insert_event(source, ROOM, "m.room.message", image(), sender=ALICE)
@@ -137,8 +133,6 @@ def test_media_thumbnails_off_queues_no_thumbnail_jobs(
     assert kinds == ["file"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: find_media looks an mxc of ANY server up in local_media_repository "
-                                        "by media id alone, so mxc://other.server/<local id> archives a local file")
 def test_mxc_of_another_server_does_not_resolve_to_a_local_upload(
         source: psycopg.Connection, media_store: Path, synapse_schema_db: str) -> None:
     with psycopg.connect(synapse_schema_db, autocommit=True) as conn:
