@@ -123,14 +123,18 @@ ON CONFLICT (room_id) DO UPDATE
        room_alias = COALESCE(EXCLUDED.room_alias, monitored_rooms.room_alias),
        encryption = COALESCE(EXCLUDED.encryption, monitored_rooms.encryption),
        whatsapp_id = COALESCE(EXCLUDED.whatsapp_id, monitored_rooms.whatsapp_id),
-       bridge_type = EXCLUDED.bridge_type,
+       -- A room once known as a portal stays one: a cached "not a portal" must not erase it.
+       bridge_type = CASE WHEN EXCLUDED.whatsapp_id IS NULL AND monitored_rooms.whatsapp_id IS NOT NULL
+                          THEN monitored_rooms.bridge_type ELSE EXCLUDED.bridge_type END,
        updated_at = NOW()
  WHERE (monitored_rooms.room_name, monitored_rooms.room_alias, monitored_rooms.encryption,
         monitored_rooms.whatsapp_id, monitored_rooms.bridge_type)
        IS DISTINCT FROM (COALESCE(EXCLUDED.room_name, monitored_rooms.room_name),
                          COALESCE(EXCLUDED.room_alias, monitored_rooms.room_alias),
                          COALESCE(EXCLUDED.encryption, monitored_rooms.encryption),
-                         COALESCE(EXCLUDED.whatsapp_id, monitored_rooms.whatsapp_id), EXCLUDED.bridge_type)
+                         COALESCE(EXCLUDED.whatsapp_id, monitored_rooms.whatsapp_id),
+                         CASE WHEN EXCLUDED.whatsapp_id IS NULL AND monitored_rooms.whatsapp_id IS NOT NULL
+                              THEN monitored_rooms.bridge_type ELSE EXCLUDED.bridge_type END)
 """
 
 QUARANTINE = """

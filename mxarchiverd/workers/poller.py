@@ -9,11 +9,13 @@ a pipeline restart re-reads whatever was in flight.
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from mxarchiverd.db import connect_with_retry
+from mxarchiverd.sinks.late_bridge_ids import fill_late_bridge_ids
 from mxarchiverd.sources.bounds import StreamBounds, next_backfill_cursor, next_forward_cursor, windowed_bound
 from mxarchiverd.sources.bridge_db import BridgeReader
 from mxarchiverd.sources.rooms import (
@@ -22,7 +24,9 @@ from mxarchiverd.sources.rooms import (
 from mxarchiverd.sources.synapse_db import SynapseReader
 from mxarchiverd.workers.stage import Message, SourceStage
 
+log = logging.getLogger(__name__)
 BRIDGE_DISCOVERY_INTERVAL = 60.0
+LATE_FILL_INTERVAL = 2.0
 # The durable cursors, in archive_cursors; the *backfill ones move downward from 0.
 STREAMS = ("events", "ex_outlier", "backfill", "ex_outlier_backfill")
 
@@ -43,12 +47,14 @@ class Poller(SourceStage):
         self.bounds = StreamBounds(None, None)
         self.emitted = 0
         self.next_discovery = 0.0
+        self.next_late_fill = 0.0
         self.archived_before: set[str] | None = None
         self._register_rooms()
 
     def _open_bridge(self, deadline: float) -> BridgeReader | None:
+        """For auto-discovery of portals and for WhatsApp ids the bridge stored late."""
         source = self.config.source
-        if not (source.auto_discover_bridged_rooms and source.bridge_db_url):
+        if source.bridge_db_url is None:
             return None
         conn = connect_with_retry(source.bridge_db_url.value, purpose="poller bridge", deadline=deadline, autocommit=True)
         return BridgeReader(conn, source.bridge_id, source.statement_timeout)
@@ -69,7 +75,8 @@ class Poller(SourceStage):
     def produce(self) -> tuple[list[Message], float]:
         self.bounds = self.synapse.bounds(self.config.source.event_writers)
         self._maybe_discover()
-        registry = load_registry(self.archive, self.config.rooms, self.bridge is not None)
+        self._maybe_fill_late_bridge_ids()
+        registry = load_registry(self.archive, self.config.rooms, self._auto_discover)
         registry = self._note_newly_archived(registry)
         batches = [b for b in (self._forward(registry), self._ex_outliers(registry), self._backfill(registry),
                                self._ex_outliers_backfill(registry), self._room_history(registry)) if b]
@@ -153,9 +160,21 @@ class Poller(SourceStage):
             register_discovered_rooms(self.archive, rooms, discovered_by="synapse", cursor=cursor,
                                       backfill_cursor=backfill_cursor)
 
+    @property
+    def _auto_discover(self) -> bool:
+        return self.bridge is not None and self.config.source.auto_discover_bridged_rooms
+
+    def _maybe_fill_late_bridge_ids(self) -> None:
+        if self.bridge is None or time.monotonic() < self.next_late_fill:
+            return
+        self.next_late_fill = time.monotonic() + LATE_FILL_INTERVAL
+        filled = fill_late_bridge_ids(self.archive, self.bridge)
+        if filled:
+            log.info("filled in WhatsApp ids of %d message(s) the bridge recorded late", filled)
+
     def _maybe_discover(self) -> None:
         """Seed 001 phase 3: every bridged portal room becomes a monitored room."""
-        if self.bridge is None or time.monotonic() < self.next_discovery:
+        if not self._auto_discover or time.monotonic() < self.next_discovery:
             return
         self.next_discovery = time.monotonic() + BRIDGE_DISCOVERY_INTERVAL
         rooms = [{"room_id": p.room_id, "room_name": p.name, "whatsapp_id": p.chat_id,
@@ -173,7 +192,7 @@ class Poller(SourceStage):
         if not pending:
             return registry
         extend_history(self.archive, pending, self.cursors["events"])
-        return load_registry(self.archive, self.config.rooms, self.bridge is not None)
+        return load_registry(self.archive, self.config.rooms, self._auto_discover)
 
 
 def by_ordering(read: Callable[..., list[dict[str, Any]]]) -> Callable[..., list[tuple[int, dict[str, Any]]]]:

@@ -54,3 +54,29 @@ def test_portal_room_gets_whatsapp_ids_and_plain_room_stays_plain(
         kinds = dict(conn.execute("SELECT room_id, bridge_type FROM monitored_rooms").fetchall())
     assert registry[portal_room] == CHAT and registry[plain_room] is None
     assert kinds[portal_room] == "whatsapp" and kinds[plain_room] == "matrix"
+
+
+def test_whatsapp_ids_the_bridge_records_after_the_message_was_archived_are_filled_in(
+        synapse: SynapseServer, bridge_db: str, fresh_db: str, tmp_path: Path) -> None:
+    ghost = synapse.register("whatsapp_4915700000001")
+    room = ghost.create_room(name="Late bridge row")
+    chat = "120363000000000077@g.us"
+    with psycopg.connect(bridge_db, autocommit=True) as conn:
+        add_portal(conn, chat, room, "Late")
+        add_ghost(conn, "4915700000001", "Late Sender")
+    event = ghost.send_text(room, "archived before the bridge wrote its row")
+    wait_bound_covers(synapse, event)
+    config = write_config(tmp_path, synapse.db_dsn, fresh_db, f"rooms:\n  - room_id: '{room}'\n",
+                          f"  bridge_db_url: '{bridge_db}'\n")
+    with pipeline(config) as p:
+        p.run_until_caught_up()
+        assert archived(fresh_db)[event]["whatsapp_chat_id"] == chat
+        assert archived(fresh_db)[event]["whatsapp_message_id"] is None
+        wa_id = f"{chat}:4915700000001@s.whatsapp.net:3EB0LATE"
+        with psycopg.connect(bridge_db, autocommit=True) as conn:
+            add_message(conn, wa_id, event, chat, "4915700000001", ghost.user_id, 1_700_000_000_000_000_000)
+        p.poller.next_late_fill = 0.0
+        p.round()
+    row = archived(fresh_db)[event]
+    assert (row["whatsapp_message_id"], row["whatsapp_sender_id"], row["sender_phone"]) == (
+        wa_id, "4915700000001", "+4915700000001")
