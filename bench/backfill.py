@@ -151,6 +151,8 @@ def measure_copy(server: Server, synapse_dsn: str, events: int, remote: Callable
     target = server.create_database("copy")
     with psycopg.connect(target, autocommit=True) as conn:
         conn.execute(COPY_TABLE)
+    pg_cpu0 = procs.tree_cpu_seconds(server.postmaster_pid) if server.postmaster_pid else None
+    own_cpu0 = time.process_time()
     started = time.monotonic()
     with psycopg.connect(synapse_dsn) as src, psycopg.connect(remote(target)) as dst:
         with src.cursor().copy(COPY_OUT) as out, dst.cursor().copy("COPY copied FROM STDIN") as into:
@@ -158,10 +160,13 @@ def measure_copy(server: Server, synapse_dsn: str, events: int, remote: Callable
                 into.write(chunk)
         dst.commit()
     seconds = time.monotonic() - started
+    own_cpu = time.process_time() - own_cpu0
+    pg_cpu = procs.tree_cpu_seconds(server.postmaster_pid) - pg_cpu0 if pg_cpu0 is not None else None
     server.drop_database(target)
     rate = events / seconds
-    print(f"  {events:,} rows in {seconds:.1f}s: {rate:,.0f} events/s")
-    return {"seconds": seconds, "rate": rate}
+    print(f"  {events:,} rows in {seconds:.1f}s: {rate:,.0f} events/s; CPU per event: pipe {own_cpu / events * 1e6:.0f} us"
+          + (f", PostgreSQL {pg_cpu / events * 1e6:.0f} us" if pg_cpu is not None else ""))
+    return {"seconds": seconds, "rate": rate, "postgres_cpu_seconds": pg_cpu, "pipe_cpu_seconds": own_cpu}
 
 
 # --- the daemon -------------------------------------------------------------------------
