@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
 import sys
 import tempfile
 import time
@@ -60,7 +61,7 @@ def main() -> int:
     sys.setswitchinterval(0.001)  # the watcher thread must not wait 5 ms for the GIL
     workdir = Path(tempfile.mkdtemp(prefix="mxa-bench-latency-"))
     with procs.Cleanup() as stack:
-        stack.callback(lambda: __import__("shutil").rmtree(workdir, ignore_errors=True), label="remove work dir")
+        stack.callback(lambda: shutil.rmtree(workdir, ignore_errors=True), label="remove work dir")
         server = open_server(stack, args.pg_admin_dsn)
         report.header("latency and source impact", report.machine(), server.version(),
                       server.settings("fsync", "synchronous_commit", "shared_buffers"),

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import procs, report  # noqa: E402
 from benchlib.cluster import open_server  # noqa: E402
 from benchlib.daemon import CursorProbe, Daemon, wait_for_position  # noqa: E402
-from benchlib.live import MIB, media_events, start_live, wait_media_done  # noqa: E402
+from benchlib.live import MIB, MediaDoneWatcher, media_events, start_live  # noqa: E402
 from benchlib.synthgen import Persister  # noqa: E402
 
 MEMORY_TARGET_MB, IDLE_CPU_TARGET = 200.0, 1.0
@@ -170,9 +170,9 @@ def measure_uploads(live: Any, media_store: Path, args: argparse.Namespace) -> d
     persister = Persister(live.synapse_dsn, live.world)
     try:
         events = media_events(live.world, media_store, [args.upload_mb * MIB] * args.uploads, int(time.time() * 1000))
-        with MemorySampler(live.daemon, 0.05) as sampler:
+        with MediaDoneWatcher(live.archive_dsn) as watcher, MemorySampler(live.daemon, 0.05) as sampler:
             committed = persister.persist(events)
-            done = wait_media_done(live.archive_dsn, [e.event_id for e in events], timeout_s=600)
+            done = watcher.wait([e.event_id for e in events], timeout_s=600)
     finally:
         persister.close()
     found = {**sampler.summary(), "seconds": max(done.values()) - committed, "files": len(events),

@@ -172,30 +172,6 @@ def media_events(world: World, store: Path, sizes: list[int], ts: int) -> list[E
     return events
 
 
-def wait_media_done(archive_dsn: str, event_ids: list[str], timeout_s: float, interval_s: float = 0.02,
-                    on_poll: object = None) -> dict[str, float]:
-    """event id -> time.time() when its media job was first seen 'done' (polled every interval_s)."""
-    done: dict[str, float] = {}
-    deadline = time.monotonic() + timeout_s
-    with psycopg.connect(archive_dsn, autocommit=True) as conn:
-        while len(done) < len(event_ids):
-            pending = [e for e in event_ids if e not in done]
-            rows = conn.execute("SELECT event_id, state, last_error FROM media_jobs WHERE event_id = ANY(%s)"
-                                " AND media_kind = 'file'", (pending,)).fetchall()
-            now = time.time()
-            for event_id, state, error in rows:
-                if state == "done":
-                    done[event_id] = now
-                elif state in ("dead", "refused"):
-                    raise RuntimeError(f"media job of {event_id} ended {state}: {error}")
-            if callable(on_poll):
-                on_poll()
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(done)} of {len(event_ids)} media files stored after {timeout_s:.0f}s")
-            time.sleep(interval_s)
-    return done
-
-
 class MediaDoneWatcher:
     """A thread that records when each media job ('file' kind) is first seen done, polling every 20 ms.
 
