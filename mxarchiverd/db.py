@@ -50,12 +50,13 @@ def connect(dsn: str, *, purpose: str, autocommit: bool = False, connect_timeout
 def connect_with_retry(
     dsn: str, *, purpose: str, deadline: float, clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep, autocommit: bool = False,
+    read_only_timeout: float | None = None,
 ) -> psycopg.Connection:
     """Retry with capped backoff until `deadline` (a clock() value), then raise DatabaseUnavailable."""
     delay = 0.5
     while True:
         try:
-            return connect(dsn, purpose=purpose, autocommit=autocommit)
+            return connect(dsn, purpose=purpose, autocommit=autocommit, read_only_timeout=read_only_timeout)
         except psycopg.OperationalError as exc:
             if clock() + delay > deadline:
                 raise DatabaseUnavailable(f"{purpose} database unreachable: {first_line(exc)}") from None
@@ -67,3 +68,14 @@ def first_line(exc: BaseException) -> str:
     """libpq errors are multi-line; the first line says what went wrong without the DSN."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def connect_source(dsn: str, *, purpose: str, deadline: float, statement_timeout: float) -> psycopg.Connection:
+    """A connection to a source database (Synapse's, the bridge's) for single-statement reads.
+
+    Autocommit plus session defaults (read-only, statement timeout): each read is
+    one statement and one round trip in its own short transaction, so an idle
+    poll costs one statement and no snapshot outlives its query.
+    """
+    return connect_with_retry(dsn, purpose=purpose, deadline=deadline, autocommit=True,
+                              read_only_timeout=statement_timeout)

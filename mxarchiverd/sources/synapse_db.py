@@ -1,7 +1,8 @@
 """Read-only queries on Synapse's PostgreSQL database.
 
-Every read runs in its own short READ ONLY transaction with a statement timeout:
-no long-lived snapshot holds back Synapse's vacuum, and nothing here can write.
+Every read is one statement on a connection opened by db.connect_source:
+autocommit, read-only and with a statement timeout by session default, so no
+long-lived snapshot holds back Synapse's vacuum, and nothing here can write.
 Queries use Synapse's own indexes: events_stream_ordering (UNIQUE on
 stream_ordering) for the streams, events_room_stream for per-room history.
 Outliers, rejected and soft-failed events are left out, as Synapse leaves them
@@ -74,17 +75,13 @@ SELECT {_EVENT_COLUMNS} FROM events e {_JOINS}
 class SynapseReader:
     """One read-only connection to Synapse's database and the queries on it."""
 
-    def __init__(self, conn: psycopg.Connection, statement_timeout: float) -> None:
+    def __init__(self, conn: psycopg.Connection) -> None:
         self.conn = conn
-        self.timeout_ms = max(1, int(statement_timeout * 1000))
 
     @contextmanager
     def read(self) -> Iterator[psycopg.Cursor[Any]]:
-        with self.conn.transaction():
-            self.conn.execute("SET TRANSACTION READ ONLY")
-            self.conn.execute(f"SET LOCAL statement_timeout = {self.timeout_ms}")
-            with self.conn.cursor() as cur:
-                yield cur
+        with self.conn.cursor() as cur:
+            yield cur
 
     def bounds(self, writers: tuple[str, ...]) -> StreamBounds:
         with self.read() as cur:

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from mxarchiverd.classify import build_row
-from mxarchiverd.db import connect_with_retry
+from mxarchiverd.db import connect_source, connect_with_retry
 from mxarchiverd.enrich import enrich_row, room_summary
 from mxarchiverd.sources.bridge_db import BridgedMessage, BridgeReader
 from mxarchiverd.sources.room_state import RoomStateCache
@@ -23,8 +23,9 @@ class Enricher(TransformStage):
         source = self.config.source
         deadline = time.monotonic() + self.config.daemon.startup_timeout
         assert source.synapse_db_url is not None
-        conn = connect_with_retry(source.synapse_db_url.value, purpose="enricher synapse", deadline=deadline)
-        self.state = RoomStateCache(SynapseReader(conn, source.statement_timeout))
+        conn = connect_source(source.synapse_db_url.value, purpose="enricher synapse", deadline=deadline,
+                              statement_timeout=source.statement_timeout)
+        self.state = RoomStateCache(SynapseReader(conn))
         self.bridge: BridgeReader | None = None
         if source.bridge_db_url is not None:
             bconn = connect_with_retry(source.bridge_db_url.value, purpose="enricher bridge", deadline=deadline)

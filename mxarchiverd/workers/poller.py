@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mxarchiverd.db import connect_with_retry
+from mxarchiverd.db import connect_source, connect_with_retry
 from mxarchiverd.sinks.late_bridge_ids import fill_late_bridge_ids
 from mxarchiverd.sources.bounds import StreamBounds, next_backfill_cursor, next_forward_cursor, windowed_bound
 from mxarchiverd.sources.bridge_db import BridgeReader
@@ -27,6 +27,7 @@ from mxarchiverd.workers.stage import Message, SourceStage
 log = logging.getLogger(__name__)
 BRIDGE_DISCOVERY_INTERVAL = 60.0
 LATE_FILL_INTERVAL = 2.0
+REGISTRY_MAX_AGE = 2.0
 # The durable cursors, in archive_cursors; the *backfill ones move downward from 0.
 STREAMS = ("events", "ex_outlier", "backfill", "ex_outlier_backfill")
 
@@ -38,9 +39,8 @@ class Poller(SourceStage):
         deadline = time.monotonic() + self.config.daemon.startup_timeout
         source = self.config.source
         assert source.synapse_db_url is not None and self.config.archive_dsn is not None
-        self.synapse = SynapseReader(
-            connect_with_retry(source.synapse_db_url.value, purpose="poller synapse", deadline=deadline),
-            source.statement_timeout)
+        self.synapse = SynapseReader(connect_source(source.synapse_db_url.value, purpose="poller synapse",
+                                                    deadline=deadline, statement_timeout=source.statement_timeout))
         self.archive = connect_with_retry(self.config.archive_dsn, purpose="poller", deadline=deadline, autocommit=True)
         self.bridge = self._open_bridge(deadline)
         self.cursors = self._durable_cursors()
@@ -48,6 +48,8 @@ class Poller(SourceStage):
         self.emitted = 0
         self.next_discovery = 0.0
         self.next_late_fill = 0.0
+        self.registry: Registry | None = None
+        self.registry_read_at = 0.0
         self.archived_before: set[str] | None = None
         self._register_rooms()
 
@@ -67,21 +69,34 @@ class Poller(SourceStage):
     def reconfigure(self, config: Any) -> None:
         self.config = config
         self._register_rooms()
+        self.registry = None
 
     def stats(self) -> dict[str, float]:
         lag = (self.bounds.forward - self.cursors["events"]) if self.bounds.forward is not None else 0
         return {"lag": float(max(lag, 0)), "polled": float(self.emitted)}
 
     def produce(self) -> tuple[list[Message], float]:
-        self.bounds = self.synapse.bounds(self.config.source.event_writers)
+        bounds = self.synapse.bounds(self.config.source.event_writers)
+        moved, self.bounds = bounds != self.bounds, bounds
         self._maybe_discover()
         self._maybe_fill_late_bridge_ids()
-        registry = load_registry(self.archive, self.config.rooms, self._auto_discover)
-        registry = self._note_newly_archived(registry)
+        registry = self._current_registry(refresh=moved)
         batches = [b for b in (self._forward(registry), self._ex_outliers(registry), self._backfill(registry),
                                self._ex_outliers_backfill(registry), self._room_history(registry)) if b]
         busy = any(b.pop("full") for b in batches)
         return batches, 0.0 if busy else self.config.processing.poll_interval
+
+    def _current_registry(self, refresh: bool) -> Registry:
+        """The room registry, re-read before any new event is read (so an operator's
+        flip of `enabled` counts from the next event on), while history is being
+        read, and at least every REGISTRY_MAX_AGE seconds; an idle round reads nothing."""
+        stale = self.registry is None or time.monotonic() >= self.registry_read_at + REGISTRY_MAX_AGE
+        if refresh or stale or (self.registry is not None and self.registry.pending_history()):
+            registry = load_registry(self.archive, self.config.rooms, self._auto_discover)
+            self.registry = self._note_newly_archived(registry)
+            self.registry_read_at = time.monotonic()
+        assert self.registry is not None
+        return self.registry
 
     # --- the four readers -------------------------------------------------
 

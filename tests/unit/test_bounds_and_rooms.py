@@ -47,3 +47,11 @@ def test_one_read_covers_at_most_a_window_of_positions() -> None:
     assert windowed_bound(0, 10, window=100) == 10 and windowed_bound(0, 1_000, window=100) == 100
     assert windowed_bound(-5, -50, downward=True, window=10) == -15
     assert windowed_bound(-5, -8, downward=True, window=10) == -8
+
+
+def test_the_archive_is_analyzed_each_time_it_doubles() -> None:
+    from mxarchiverd.workers.dbwriter import should_analyze
+
+    assert not should_analyze(0, 4_999) and should_analyze(0, 5_000)
+    assert not should_analyze(5_000, 9_999) and should_analyze(5_000, 10_000)
+    assert should_analyze(-1, 6_000)  # reltuples is -1 for a table never analyzed
