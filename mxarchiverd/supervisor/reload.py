@@ -53,8 +53,8 @@ RULES: dict[str, tuple[Effect, frozenset[str]]] = {
     "source.synapse_db_url": (Effect.RESTART, frozenset({"poller", "enricher"})),
     "source.bridge_db_url": (Effect.RESTART, frozenset({"enricher"})),
     "source.media_store_path": (Effect.RESTART, _UPLOADER),
-    # Applied per transaction with SET LOCAL, so no new connection is needed.
-    "source.statement_timeout": (Effect.HOT, _NONE),
+    # A session default of the poller's and enricher's Synapse connections (db.connect_source).
+    "source.statement_timeout": (Effect.RESTART, frozenset({"poller", "enricher"})),
     "archive": (Effect.RESTART, _ARCHIVE_DB),
     "archive.storage_backend": (Effect.RESTART, _UPLOADER),
     "archive.storage_path": (Effect.RESTART, _UPLOADER),

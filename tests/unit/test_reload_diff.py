@@ -42,7 +42,6 @@ def test_no_change_is_nothing_to_apply(old: Config) -> None:
     ("processing.batch_size", 50),
     ("processing.poll_interval", 1.0),
     ("logging.level", "DEBUG"),
-    ("source.statement_timeout", 3.0),
 ])
 def test_hot_keys_reconfigure_every_role(old: Config, path: str, value: object) -> None:
     plan = plan_reload(old, change(old, path, value), ROLES)
@@ -57,6 +56,7 @@ def test_rooms_are_hot(old: Config) -> None:
 
 
 @pytest.mark.parametrize("path, value, restarted", [
+    ("source.statement_timeout", 3.0, {"poller", "enricher"}),
     ("source.synapse_db_url", Secret("postgresql://u:new@synapse/db"), {"poller", "enricher"}),
     ("source.bridge_db_url", Secret("postgresql://u:pw@bridge/db"), {"enricher"}),
     ("source.event_writers", ("master", "event_persister1"), {"poller", "enricher"}),
