@@ -15,7 +15,6 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from mxarchiverd.migrate import migrate
 from tests.integration.test_supervisor import NotifyListener, alive, process_group
 from tests.support.synth import add_room, insert_event, set_position
 from tests.support.waiting import wait_for

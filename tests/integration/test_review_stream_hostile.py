@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from tests.support.pipeline import archived, pipeline, write_config
-from tests.support.synth import add_room, insert_event, next_ordering, set_position
+from tests.support.synth import add_room, insert_event, set_position
 
 pytestmark = pytest.mark.synapse
 ROOM = "!review-hostile:synth.test"

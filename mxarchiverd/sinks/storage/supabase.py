@@ -20,7 +20,7 @@ import httpx
 
 from mxarchiverd.sinks.storage import tus
 from mxarchiverd.sinks.storage.base import (
-    StorageError, check_file_size, error_from_response, object_url, read_range, send,
+    check_file_size, error_from_response, object_url, read_range, send,
     validate_bucket_name, validate_object_path,
 )
 
