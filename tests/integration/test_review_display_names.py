@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from tests.support.pipeline import archived, pipeline, write_config
-from tests.support.synth import add_room, insert_event, set_position
+from tests.support.synth import insert_event, open_source, set_position
 
 pytestmark = pytest.mark.synapse
 ROOM = "!review-names:synth.test"
@@ -23,10 +23,8 @@ ALICE = "@alice:synth.test"
 
 @pytest.fixture
 def source(synapse_schema_db: str) -> Iterator[psycopg.Connection]:
-    conn = psycopg.connect(synapse_schema_db, autocommit=True)
-    add_room(conn, ROOM)
-    yield conn
-    conn.close()
+    with open_source(synapse_schema_db, {ROOM: "10"}) as conn:
+        yield conn
 
 
 def member(conn: psycopg.Connection, user: str, displayname: str | None, membership: str = "join") -> int:

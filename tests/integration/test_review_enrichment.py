@@ -15,7 +15,7 @@ import pytest
 
 from tests.support.bridge import add_ghost, add_message, add_portal
 from tests.support.pipeline import archived, pipeline, write_config
-from tests.support.synth import add_room, insert_event, set_position
+from tests.support.synth import insert_event, open_source, set_position
 
 pytestmark = pytest.mark.synapse
 ROOM = "!review-newportal:synth.test"
@@ -25,10 +25,8 @@ GHOST = "@whatsapp_4917000000001:synth.test"
 
 @pytest.fixture
 def source(synapse_schema_db: str) -> Iterator[psycopg.Connection]:
-    conn = psycopg.connect(synapse_schema_db, autocommit=True)
-    add_room(conn, ROOM)
-    yield conn
-    conn.close()
+    with open_source(synapse_schema_db, {ROOM: "10"}) as conn:
+        yield conn
 
 
 def test_room_that_becomes_a_portal_after_its_first_events_gets_whatsapp_ids(

@@ -17,7 +17,7 @@ from mxarchiverd.media.resolve import find_media
 from mxarchiverd.sinks.storage import FileStore
 from mxarchiverd.workers.uploader import Uploader
 from tests.support.pipeline import pipeline, run_uploader_until_idle, write_config
-from tests.support.synth import SERVER, add_room, insert_event, set_position
+from tests.support.synth import SERVER, insert_event, open_source, set_position
 
 pytestmark = pytest.mark.synapse
 ROOM = "!review-media:synth.test"
@@ -31,10 +31,8 @@ BUCKET = "matrix-media"
 
 @pytest.fixture
 def source(synapse_schema_db: str) -> Iterator[psycopg.Connection]:
-    conn = psycopg.connect(synapse_schema_db, autocommit=True)
-    add_room(conn, ROOM)
-    yield conn
-    conn.close()
+    with open_source(synapse_schema_db, {ROOM: "10"}) as conn:
+        yield conn
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from tests.support.pipeline import archived, pipeline, write_config
-from tests.support.synth import add_room, insert_event, set_position
+from tests.support.synth import insert_event, open_source, set_position, text
 
 pytestmark = pytest.mark.synapse
 ROOM = "!review-redact:synth.test"
@@ -27,15 +27,9 @@ PURGE = "processing:\n  redaction_policy: purge\n"
 
 @pytest.fixture
 def source(synapse_schema_db: str) -> Iterator[psycopg.Connection]:
-    conn = psycopg.connect(synapse_schema_db, autocommit=True)
-    add_room(conn, ROOM, room_version="10")
-    add_room(conn, OTHER_ROOM, room_version="10")
-    yield conn
-    conn.close()
+    with open_source(synapse_schema_db, {ROOM: "10", OTHER_ROOM: "10"}) as conn:
+        yield conn
 
-
-def text(body: str) -> dict[str, str]:
-    return {"msgtype": "m.text", "body": body}
 
 
 def edit_of(target: str, body: str) -> dict[str, object]:

@@ -16,7 +16,7 @@ import pytest
 from mxarchiverd.verify import verify
 from tests.support.bridge import add_portal
 from tests.support.pipeline import archived, pipeline, write_config
-from tests.support.synth import add_room, insert_event, set_position
+from tests.support.synth import insert_event, open_source, set_position
 
 pytestmark = pytest.mark.synapse
 KEPT = "!review-kept:synth.test"
@@ -27,11 +27,8 @@ CHAT = "120363099999999999@g.us"
 
 @pytest.fixture
 def source(synapse_schema_db: str) -> Iterator[psycopg.Connection]:
-    conn = psycopg.connect(synapse_schema_db, autocommit=True)
-    for room in (KEPT, TOGGLED, PORTAL):
-        add_room(conn, room)
-    yield conn
-    conn.close()
+    with open_source(synapse_schema_db, {room: "10" for room in (KEPT, TOGGLED, PORTAL)}) as conn:
+        yield conn
 
 
 def say(conn: psycopg.Connection, room: str, body: str) -> str:

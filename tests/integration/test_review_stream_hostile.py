@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from tests.support.pipeline import archived, pipeline, write_config
-from tests.support.synth import add_room, insert_event, set_position
+from tests.support.synth import insert_event, open_source, set_position, text
 
 pytestmark = pytest.mark.synapse
 ROOM = "!review-hostile:synth.test"
@@ -26,15 +26,9 @@ ANCIENT_TS = -300_000_000_000_000
 
 @pytest.fixture
 def source(synapse_schema_db: str) -> Iterator[psycopg.Connection]:
-    conn = psycopg.connect(synapse_schema_db, autocommit=True)
-    add_room(conn, ROOM, room_version="10")
-    add_room(conn, OLD_ROOM, room_version="5")
-    yield conn
-    conn.close()
+    with open_source(synapse_schema_db, {ROOM: "10", OLD_ROOM: "5"}) as conn:
+        yield conn
 
-
-def text(body: str) -> dict[str, str]:
-    return {"msgtype": "m.text", "body": body}
 
 
 def run_and_expect(p, source: psycopg.Connection, fresh_db: str, event_id: str) -> None:

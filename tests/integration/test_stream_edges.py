@@ -1,27 +1,23 @@
 """Edge cases of Synapse's event stream, written into Synapse's real schema."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from tests.support.pipeline import archived, pipeline, write_config
-from tests.support.synth import add_room, insert_event, insert_redaction, next_ordering, set_position
+from tests.support.synth import insert_event, insert_redaction, next_ordering, open_source, set_position, text
 
 ROOM = "!edges:synth.test"
 
 
 @pytest.fixture
-def source(synapse_schema_db: str) -> psycopg.Connection:
-    conn = psycopg.connect(synapse_schema_db, autocommit=True)
-    add_room(conn, ROOM)
-    yield conn
-    conn.close()
+def source(synapse_schema_db: str) -> Iterator[psycopg.Connection]:
+    with open_source(synapse_schema_db, {ROOM: "10"}) as conn:
+        yield conn
 
-
-def text(body: str) -> dict[str, str]:
-    return {"msgtype": "m.text", "body": body}
 
 
 def test_later_committed_lower_ordering_is_archived_not_skipped(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import subprocess
+from contextlib import contextmanager
 from collections.abc import Iterator
 from typing import Any
 
@@ -105,3 +106,20 @@ def insert_redaction(conn: psycopg.Connection, room_id: str, target: str, *, rea
     conn.execute("INSERT INTO redactions (event_id, redacts, have_censored, received_ts, recheck)"
                  " VALUES (%s, %s, false, 0, %s)", (event_id, target, recheck))
     return event_id, ordering
+
+
+@contextmanager
+def open_source(dsn: str, rooms: dict[str, str]) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to a Synapse-schema database with `rooms` (room id -> version) created."""
+    conn = psycopg.connect(dsn, autocommit=True)
+    try:
+        for room_id, version in rooms.items():
+            add_room(conn, room_id, room_version=version)
+        yield conn
+    finally:
+        conn.close()
+
+
+def text(body: str) -> dict[str, str]:
+    """The content of a plain m.text message."""
+    return {"msgtype": "m.text", "body": body}
