@@ -5,11 +5,13 @@
 | none       | none              | generate, save, upload, sign device, sign master  |
 | ours       | none              | upload (a crash came between save and upload)     |
 | ours       | ours              | only the signatures the server lacks              |
-| ours       | other             | alarm (reset_identity: replace, with UIA)         |
-| none       | some              | alarm (reset_identity: generate and replace)      |
+| ours       | other             | alarm (reset_identity: generate and replace, UIA) |
+| none       | some              | alarm (reset_identity: generate and replace, UIA) |
 
 An alarm is never resolved by uploading: new cross-signing keys make every
 other user's verification of the bot void, so that is the operator's call.
+A reset always generates fresh keys: Synapse keeps every public key it ever
+held for a user (as a hidden device), so re-uploading an earlier key fails.
 Pure: no I/O; the shell (:mod:`mxarchiverd.e2ee.cross_signing`) gathers the inputs.
 """
 from __future__ import annotations
@@ -95,8 +97,8 @@ def plan_bootstrap(local: LocalIdentity, server: ServerIdentity,
             raise CrossSigningConflict(
                 f"the server's master key for {local.user_id} is {server_master}, but the "
                 f"state directory holds {local.master}; not replacing it (reset_identity "
-                "replaces it and voids every verification of the bot)")
-        return BootstrapPlan(upload_keys=True, replaces_server_keys=True,
+                "makes new keys and voids every verification of the bot)")
+        return BootstrapPlan(generate=True, upload_keys=True, replaces_server_keys=True,
                              sign_device=True, sign_master=True)
     return _missing_signatures(local, server)
 

@@ -95,6 +95,9 @@ def new_client(homeserver: str, user_id: str, settings: CryptoSettings,
     """An AsyncClient whose crypto store lives under ``settings``; not yet logged in."""
     from nio import AsyncClient
 
+    from mxarchiverd.e2ee.log_hygiene import protect_logs
+
+    protect_logs(settings.pickle_key, settings.password)  # before login logs its answer
     prepare_store_dir(settings)
     return AsyncClient(homeserver, user_id, device_id=device_id,
                        store_path=str(settings.store_dir),
@@ -113,6 +116,9 @@ def restore_session(client: AsyncClient, settings: CryptoSettings, user_id: str,
     if store_must_exist and not store_file.exists():
         raise CryptoStoreError(f"crypto store {store_file} is missing for device {device_id}; "
                                "restore it from a backup, or log in as a new device")
+    from mxarchiverd.e2ee.log_hygiene import protect_logs
+
+    protect_logs(settings.pickle_key, settings.password, access_token)
     prepare_store_dir(settings)
     try:
         client.restore_login(user_id, device_id, access_token)

@@ -32,11 +32,15 @@ class Loop:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
+        self.users: list[NioUser] = []
 
     def run(self, coro: Coroutine[Any, Any, T], timeout_s: float = REQUEST_TIMEOUT_S) -> T:
         return self.loop.run_until_complete(asyncio.wait_for(coro, timeout_s))
 
     def close(self) -> None:
+        """Close every client still open (a failed test leaves some), then the loop."""
+        for user in self.users:
+            user.close()
         self.loop.run_until_complete(self.loop.shutdown_asyncgens())
         self.loop.close()
 
@@ -45,6 +49,8 @@ class NioUser:
     def __init__(self, loop: Loop, client: AsyncClient, password: str, base_url: str) -> None:
         self.loop, self.client, self.password = loop, client, password
         self.http = MatrixClient(base_url, client.user_id, client.access_token, client.device_id)
+        self.closed = False
+        loop.users.append(self)
 
     @property
     def user_id(self) -> str:
@@ -118,8 +124,10 @@ class NioUser:
         return self.http.request("GET", f"/_matrix/client/v3/rooms/{_q(room_id)}/event/{_q(event_id)}")
 
     def close(self) -> None:
-        self.run(self.client.close())
-        self.http.close()
+        if not self.closed:
+            self.closed = True
+            self.run(self.client.close())
+            self.http.close()
 
 
 def _q(part: str) -> str:

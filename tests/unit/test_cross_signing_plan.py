@@ -90,12 +90,13 @@ def test_server_keys_without_local_keys_are_an_alarm() -> None:
         plan_bootstrap(local(None), server(THEIRS))
 
 
-def test_reset_identity_replaces_with_interactive_auth() -> None:
-    assert plan_bootstrap(local(OURS), server(THEIRS), reset_identity=True) == BootstrapPlan(
-        upload_keys=True, replaces_server_keys=True, sign_device=True, sign_master=True)
-    assert plan_bootstrap(local(None), server(THEIRS), reset_identity=True) == BootstrapPlan(
-        generate=True, upload_keys=True, replaces_server_keys=True, sign_device=True,
-        sign_master=True)
+def test_reset_identity_makes_new_keys_and_replaces_with_interactive_auth() -> None:
+    reset = BootstrapPlan(generate=True, upload_keys=True, replaces_server_keys=True,
+                          sign_device=True, sign_master=True)
+    assert plan_bootstrap(local(OURS), server(THEIRS), reset_identity=True) == reset
+    assert plan_bootstrap(local(None), server(THEIRS), reset_identity=True) == reset
+    # Without a conflict there is nothing to reset.
+    assert plan_bootstrap(local(OURS), server(OURS, True, True), reset_identity=True) == BootstrapPlan()
 
 
 def test_a_store_whose_device_key_the_server_does_not_publish_is_refused() -> None:
