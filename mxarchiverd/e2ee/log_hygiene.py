@@ -2,71 +2,76 @@
 
 nio logs every response body at DEBUG (``nio.responses``: "Validating response
 schema"), the login answer with its access token included. So bot mode caps
-that logger at INFO, and redacts every registered secret (pickle key, password,
-access token, passphrases) from the records of the libraries' loggers and ours,
-as a second line. Logger filters apply only to records made by that very
-logger, so the filter goes on each existing logger of those trees; nio and
-peewee create theirs at import time, which is before any of this runs.
+that logger at INFO, and, as a second line, redacts every registered secret
+(pickle key, password, access token, passphrases) from every log record. The
+redaction sits in the log record factory rather than in logger filters: a
+logger filter sees only records of that very logger, and loggers created later
+(or handlers added later, like a test's capture) would miss it.
 """
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from typing import Any
 
 REDACTED = "***"
 MIN_SECRET_CHARS = 6  # shorter values would redact ordinary words
 # Loggers that dump whole request/response bodies at DEBUG.
 BODY_DUMPERS = ("nio.responses",)
-GUARDED_TREES = ("nio", "aiohttp", "peewee", "mxarchiverd", "asyncio")
 
 
-class SecretRedactor(logging.Filter):
+class SecretRedactor:
     def __init__(self) -> None:
-        super().__init__()
-        self._secrets: set[str] = set()
+        self._secrets: tuple[str, ...] = ()
         self._lock = threading.Lock()
+        self._installed = False
 
     def register(self, *values: str | None) -> None:
         with self._lock:
-            self._secrets.update(v for v in values if v and len(v) >= MIN_SECRET_CHARS)
+            known = set(self._secrets) | {v for v in values if v and len(v) >= MIN_SECRET_CHARS}
+            # Longest first, so a secret containing another is replaced whole.
+            self._secrets = tuple(sorted(known, key=len, reverse=True))
 
     def redact(self, text: str) -> str:
-        for secret in sorted(self._secrets, key=len, reverse=True):
-            text = text.replace(secret, REDACTED)
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, REDACTED)
         return text
 
-    def filter(self, record: logging.LogRecord) -> bool:
+    def clean(self, record: logging.LogRecord) -> None:
         if not self._secrets:
-            return True
+            return
         message = record.getMessage()
         cleaned = self.redact(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
         if record.exc_info and not record.exc_text:
             record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
-        return True
+
+    def install(self) -> None:
+        with self._lock:
+            if self._installed:
+                return
+            self._installed = True
+            previous = logging.getLogRecordFactory()
+
+        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = previous(*args, **kwargs)
+            self.clean(record)
+            return record
+
+        logging.setLogRecordFactory(factory)
 
 
 REDACTOR = SecretRedactor()
 
 
 def protect_logs(*secrets: str | None) -> SecretRedactor:
-    """Register ``secrets`` and (again, idempotently) guard every library logger that exists now."""
+    """Register ``secrets``; install the redaction and the body-dump cap (idempotent)."""
     REDACTOR.register(*secrets)
+    REDACTOR.install()
     for name in BODY_DUMPERS:
         logger = logging.getLogger(name)
-        if logger.level == logging.NOTSET or logger.level < logging.INFO:
+        if logger.level < logging.INFO:
             logger.setLevel(logging.INFO)
-    for logger in _guarded_loggers():
-        if REDACTOR not in logger.filters:
-            logger.addFilter(REDACTOR)
     return REDACTOR
-
-
-def _guarded_loggers() -> Iterable[logging.Logger]:
-    for name in list(logging.root.manager.loggerDict):
-        if any(name == tree or name.startswith(tree + ".") for tree in GUARDED_TREES):
-            logger = logging.getLogger(name)
-            if isinstance(logger, logging.Logger):
-                yield logger
