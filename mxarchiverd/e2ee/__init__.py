@@ -6,9 +6,9 @@ decrypts ciphertext that DB mode archived, and the pending index, withheld
 records and signature checks are plain data that status and the archive side use
 without a Matrix connection.
 
-Import rule: the pure modules (canonical_json, signing, sealed_file, pending,
-room_keys, cross_signing_plan, cross_signing_keys) never import nio, so DB mode can
-use them without the ``bot`` extra. Modules that drive nio (store, megolm,
-key_import, cross_signing, matrix_http, backup) import it when they are imported;
-import them only in bot mode or inside the command that needs them.
+Import rule: no module here imports nio (or vodozemac, aiohttp, peewee) at import
+time; the functions that drive nio import it when called. So DB mode, status and
+the CLI can import this package without the ``bot`` extra installed. The pure
+modules (canonical_json, signing, sealed_file, ciphertext, pending, room_keys,
+cross_signing_plan, cross_signing_keys, key_export) never need nio at all.
 """
