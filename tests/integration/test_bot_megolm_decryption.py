@@ -17,6 +17,7 @@ import pytest
 
 from mxarchiverd.e2ee.ciphertext import Decrypted, Reason, SessionRef, Undecrypted, megolm_ref
 from mxarchiverd.e2ee.cross_signing import bootstrap_cross_signing
+from mxarchiverd.e2ee.housekeeping import after_sync
 from mxarchiverd.e2ee.key_import import import_key_file
 from mxarchiverd.e2ee.log_hygiene import protect_logs
 from mxarchiverd.e2ee.megolm import KeyNews, decrypt_archived, key_news
@@ -26,6 +27,7 @@ from mxarchiverd.media.crypto import decrypt_file
 from tests.support.e2ee_clients import Loop, NioUser, login_nio
 from tests.support.secret_guard import SecretGuard, secret_guard  # noqa: F401 (fixture)
 from tests.support.synapse import SynapseServer
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.synapse
 PASSPHRASE = "export passphrase " + secrets.token_hex(6)
@@ -69,9 +71,12 @@ class Pair:
         return event
 
     def wait_key(self, ref: SessionRef, timeout_s: float = 30) -> KeyNews:
-        return self.bot.sync_until(
-            lambda r: (news := key_news(self.bot.client, r.to_device_events)).arrived
-            and ref in news.arrived and news, f"the room key of {ref}", timeout_s)
+        """Sync as a stage does (after_sync: housekeeping, then the key news) until ``ref`` arrives."""
+        def arrived() -> KeyNews | None:
+            response = self.bot.sync(timeout_ms=500, housekeeping=False)
+            news = self.loop.run(after_sync(self.bot.client, response))
+            return news if ref in news.arrived else None
+        return wait_for(arrived, timeout_s, f"the room key of {ref}", interval_s=0)
 
     def restart_bot(self) -> None:
         user_id, device_id, token = self.bot.user_id, self.bot.device_id, self.bot.client.access_token

@@ -1,9 +1,9 @@
 """Real matrix-nio clients with real Megolm, driven synchronously, for E2EE tests.
 
 One :class:`Loop` (a private asyncio loop) runs every client of a test. After
-each sync :meth:`NioUser.sync` does what nio's ``sync_forever`` does and a hand
-loop must copy (bot-mode-facts §2.3): send queued to-device messages, upload,
-query and claim keys. Without that no key is ever shared.
+each sync :meth:`NioUser.sync` runs the production housekeeping
+(``mxarchiverd.e2ee.housekeeping``: what nio's ``sync_forever`` does and a hand
+loop must copy, bot-mode-facts §2.3); without it no key is ever shared.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from nio import (
     AsyncClient, AsyncClientConfig, LoginResponse, RoomSendResponse, SyncResponse, UploadResponse,
 )
 
+from mxarchiverd.e2ee.housekeeping import run_housekeeping
 from tests.support.matrix_client import MatrixClient
 from tests.support.synapse import SynapseServer
 from tests.support.waiting import wait_for
@@ -63,21 +64,12 @@ class NioUser:
     def run(self, coro: Coroutine[Any, Any, T], timeout_s: float = REQUEST_TIMEOUT_S) -> T:
         return self.loop.run(coro, timeout_s)
 
-    def sync(self, timeout_ms: int = 0) -> SyncResponse:
+    def sync(self, timeout_ms: int = 0, housekeeping: bool = True) -> SyncResponse:
         response = self.run(self.client.sync(timeout=timeout_ms, full_state=False))
         assert isinstance(response, SyncResponse), f"{self.user_id} sync failed: {response}"
-        self.run(self._housekeeping())
+        if housekeeping:
+            self.run(run_housekeeping(self.client))
         return response
-
-    async def _housekeeping(self) -> None:
-        client = self.client
-        await client.send_to_device_messages()
-        if client.should_upload_keys:
-            await client.keys_upload()
-        if client.should_query_keys:
-            await client.keys_query()
-        if client.should_claim_keys:
-            await client.keys_claim(client.get_users_for_key_claiming())
 
     def sync_until(self, condition: Callable[[SyncResponse], T | None], what: str,
                    timeout_s: float = 30) -> T:

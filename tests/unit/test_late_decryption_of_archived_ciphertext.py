@@ -144,3 +144,15 @@ def test_unknown_sessions_are_not_passed_to_nio_so_a_rescan_logs_nothing(
     assert {o.reason for o in outcomes if isinstance(o, Undecrypted)} == {Reason.UNKNOWN_SESSION}
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert not bot.olm.outgoing_to_device_messages, "no key requests were queued"
+
+
+def test_at_start_pending_events_whose_key_is_already_held_are_retried(tmp_path: Path) -> None:
+    # A key stored by nio just before a crash, with the retry never run.
+    from mxarchiverd.e2ee.housekeeping import retry_at_start
+    known, unknown = MegolmSender(), MegolmSender()
+    bot = offline_bot(tmp_path)
+    import_sessions(bot, [known.export_entry()])
+    pending = PendingIndex()
+    pending.add("$known", known.ref)
+    pending.add("$unknown", unknown.ref)
+    assert retry_at_start(bot, pending) == [(known.ref, ["$known"])]
