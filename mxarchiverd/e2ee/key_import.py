@@ -103,6 +103,26 @@ def _forget(olm: Any, session: Any) -> None:
     olm.inbound_group_store[session.room_id][session.sender_key].pop(session.id, None)
 
 
+def adopt_stored_sessions(client: AsyncClient) -> list[SessionRef]:
+    """Take into memory the sessions another process imported into this store; return them.
+
+    nio reads the store only at load; a running bot calls this when told that
+    ``keys import`` ran, then retries the pending events of the returned refs.
+    """
+    assert client.store is not None and client.olm is not None
+    adopted = []
+    for session in client.store.load_inbound_group_sessions():
+        ref = SessionRef(session.room_id, session.id)
+        current = find_session(client, ref)
+        if current is not None and current.first_known_index <= session.first_known_index:
+            continue
+        if current is not None:
+            _forget(client.olm, current)
+        client.olm.inbound_group_store.add(session)
+        adopted.append(ref)
+    return adopted
+
+
 _REQUIRED_TEXT = ("room_id", "session_id", "session_key", "sender_key")
 
 

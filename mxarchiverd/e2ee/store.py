@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from nio import AsyncClient, AsyncClientConfig
 
 NIO_DEFAULT_PICKLE_KEY = "DEFAULT_KEY"
+# A client that must never talk to a homeserver (command-line key import).
+OFFLINE_HOMESERVER = "http://offline.invalid"
+# The store DB mode uses when no bot device exists: it only ever holds imported keys.
+KEYRING_USER, KEYRING_DEVICE = "@mxarchiverd-keyring:offline.invalid", "KEYRING"
 MIN_PICKLE_KEY_CHARS = 16
 STORE_DIR_MODE = 0o700
 
@@ -129,3 +133,19 @@ def restore_session(client: AsyncClient, settings: CryptoSettings, user_id: str,
     if client.olm is None:
         raise CryptoStoreError(f"crypto store {store_file}: nio loaded no Olm machine "
                                "(is the e2e extra installed?)")
+
+
+def open_offline(settings: CryptoSettings, user_id: str = KEYRING_USER,
+                 device_id: str = KEYRING_DEVICE) -> AsyncClient:
+    """A store opened without a login, for ``keys import`` beside (or without) a running bot.
+
+    With the bot's user and device it opens the bot's own store: importing
+    sessions writes only Megolm session rows, never the Olm account, so it is
+    safe while the daemon runs (which then calls ``adopt_stored_sessions``).
+    Without them it opens a keyring store that DB-mode archives decrypt with.
+    """
+    keyring = (user_id, device_id) == (KEYRING_USER, KEYRING_DEVICE)
+    client = new_client(OFFLINE_HOMESERVER, user_id, settings, device_id=device_id)
+    restore_session(client, settings, user_id, device_id, access_token="",
+                    store_must_exist=not keyring)
+    return client

@@ -132,3 +132,35 @@ def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_refs_are_sortable_and_hashable() -> None:
     assert sorted({SessionRef("!b", "1"), SessionRef("!a", "2")})[0].room_id == "!a"
+
+
+def test_a_running_bot_adopts_what_a_separate_import_wrote_to_its_store(tmp_path: Path) -> None:
+    from mxarchiverd.e2ee.key_import import adopt_stored_sessions
+    from mxarchiverd.e2ee.megolm import decrypt_archived
+    from mxarchiverd.e2ee.store import CryptoSettings, open_offline
+    from tests.support.megolm_sender import BOT, PICKLE_KEY
+
+    sender = MegolmSender()
+    event = sender.encrypt({"msgtype": "m.text", "body": "imported elsewhere"})
+    daemon = offline_bot(tmp_path)
+    account_before = daemon.olm.account.identity_keys
+    command = open_offline(CryptoSettings(tmp_path / "bot", PICKLE_KEY), BOT, daemon.device_id)
+    import_sessions(command, [sender.export_entry()])
+    assert find_session(daemon, sender.ref) is None, "nio reads its store only at load"
+    assert adopt_stored_sessions(daemon) == [sender.ref]
+    assert adopt_stored_sessions(daemon) == [], "nothing new the second time"
+    assert decrypt_archived(daemon, event).content["body"] == "imported elsewhere"
+    assert offline_bot(tmp_path, existing=daemon).olm.account.identity_keys == account_before
+
+
+def test_db_mode_imports_into_a_keyring_store_without_any_login(tmp_path: Path) -> None:
+    from mxarchiverd.e2ee.megolm import decrypt_archived
+    from mxarchiverd.e2ee.store import CryptoSettings, open_offline
+    from tests.support.megolm_sender import PICKLE_KEY
+
+    sender = MegolmSender()
+    settings = CryptoSettings(tmp_path / "state", PICKLE_KEY)
+    import_sessions(open_offline(settings), [sender.export_entry()])
+    reopened = open_offline(settings)
+    event = sender.encrypt({"msgtype": "m.text", "body": "archived by DB mode"})
+    assert decrypt_archived(reopened, event).content["body"] == "archived by DB mode"
