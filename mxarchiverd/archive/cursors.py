@@ -12,7 +12,8 @@ from collections.abc import Callable
 
 import psycopg
 
-from mxarchiverd.pipeline.cursors import Cursor, Direction, RoomHistoryCursor, StreamCursor
+from mxarchiverd.archive.sync_state import store_page, store_sync
+from mxarchiverd.pipeline.cursors import Cursor, Direction, PageCursor, RoomHistoryCursor, StreamCursor, SyncCursor
 
 LOAD_STREAMS_SQL = "SELECT stream, position FROM archive_cursors"
 
@@ -49,6 +50,8 @@ def _store_room_history(conn: psycopg.Connection, cursor: RoomHistoryCursor) -> 
 _STORE: dict[type, Callable[[psycopg.Connection, Cursor], None]] = {
     StreamCursor: _store_stream,  # type: ignore[dict-item]
     RoomHistoryCursor: _store_room_history,  # type: ignore[dict-item]
+    SyncCursor: store_sync,  # type: ignore[dict-item]
+    PageCursor: store_page,  # type: ignore[dict-item]
 }
 
 

@@ -5,12 +5,20 @@ import orjson
 import pytest
 
 from mxarchiverd.pipeline.cursors import (
-    Direction, RoomHistoryCursor, StreamCursor, cursor_from_wire, cursor_to_wire,
+    Direction, HoleBounds, Membership, PageCursor, Pagination, RoomHistoryCursor, StreamCursor, SyncCursor,
+    cursor_from_wire, cursor_to_wire,
 )
 from mxarchiverd.pipeline.messages import EventBatch, RowBatch, from_wire, to_wire
 
+GAP = Pagination("j1", "!r:x", "gap", "t2", to_token="t1")
 CURSORS = [StreamCursor("events", 17), StreamCursor("backfill", -40, Direction.DOWN),
-           RoomHistoryCursor("!r:x", 5, done=True)]
+           RoomHistoryCursor("!r:x", 5, done=True),
+           SyncCursor("@bot:x", "s9", rooms=("!r:x",), jobs=(GAP, Pagination("j2", "!q:x", "hole", "t3",
+                      stop_event_ids=("$kick",), hole_after_event_id="$kick")),
+                      holes=(HoleBounds("!q:x", "kicked", "@a:x", "User is not in remote chat", "$kick", 5),),
+                      memberships=(Membership("!q:x", "leave", "gone", "@a:x", 5),)),
+           PageCursor("j2", "!q:x", None, True, 3, "end", hole_state="unfillable",
+                      then=Pagination("j3", "!q:x", "hole", None, via_admin_api=True))]
 
 
 @pytest.mark.parametrize("cursor", CURSORS)
