@@ -41,6 +41,8 @@ STOP_TIMEOUT_S = 30
 INSTALL_HINT = "apt-get install postgresql"
 # Synapse refuses any collation but C on PostgreSQL.
 C_LOCALE = sql.SQL(" WITH TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'")
+# Debian's server packages, one directory per major version.
+DEBIAN_BINDIRS = "/usr/lib/postgresql/*/bin"
 # Where a cluster goes when the postgres OS user cannot reach the chosen directory (e.g. under /root).
 FALLBACK_PREFIX = "/var/tmp/mxarchiverd-quickstart-"
 
@@ -167,7 +169,7 @@ def find_bindir() -> Path:
     if pg_config:
         out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
         candidates.append(Path(out.stdout.strip()))
-    candidates += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)]
+    candidates += [Path(p) for p in sorted(glob.glob(DEBIAN_BINDIRS), reverse=True)]  # newest first
     on_path = shutil.which("initdb")
     if on_path:
         candidates.append(Path(on_path).resolve().parent)
