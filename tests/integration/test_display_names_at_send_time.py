@@ -1,9 +1,10 @@
-"""Review: a message is attributed to the name its sender had when it was sent.
+"""A message is attributed to the name its sender had when it was sent.
 
 Facts §1.9: "For the per-room name, use room_memberships.display_name of the
-membership event in force". The enricher reads the *current* member state, so
-what it stores depends on how late the archiver reads the message: history read
-on first start (or after an outage, or per-room backfill) gets today's name.
+membership event in force". The current member state is not enough: history read
+on first start (or after an outage, or per-room backfill) would get today's name,
+and while the archiver follows the stream live, a rename read in a later batch
+must replace the cached name.
 """
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from tests.support.pipeline import archived, pipeline, write_config
 from tests.support.synth import insert_event, open_source, set_position
 
 pytestmark = pytest.mark.synapse
-ROOM = "!review-names:synth.test"
+ROOM = "!names:synth.test"
 ALICE = "@alice:synth.test"
+TEXT = {"msgtype": "m.text", "body": "hi"}
 
 
 @pytest.fixture
@@ -53,3 +55,21 @@ def test_message_read_later_keeps_the_name_its_sender_had_then(
     with pipeline(write_config(tmp_path, synapse_schema_db, fresh_db)) as p:  # first start: reads the history
         p.run_until_caught_up(timeout_s=30)
     assert archived(fresh_db)[said]["sender_display_name"] == "Alice"
+
+
+def test_a_rename_read_in_a_later_batch_replaces_the_cached_name(
+        source: psycopg.Connection, synapse_schema_db: str, fresh_db: str, tmp_path: Path) -> None:
+    member(source, ALICE, "Alice")
+    before, position = insert_event(source, ROOM, "m.room.message", TEXT, sender=ALICE)
+    set_position(source, position)
+    with pipeline(write_config(tmp_path, synapse_schema_db, fresh_db)) as p:
+        p.run_until_caught_up(timeout_s=30)  # alice's history is cached now
+        renamed = member(source, ALICE, "Alice Smith")
+        after, position = insert_event(source, ROOM, "m.room.message", TEXT, sender=ALICE)
+        set_position(source, position)
+        p.run_until_caught_up(timeout_s=30)
+    rows = archived(fresh_db)
+    assert rows[before]["sender_display_name"] == "Alice"
+    assert rows[after]["sender_display_name"] == "Alice Smith"
+    rename = next(r for r in rows.values() if r["stream_ordering"] == renamed)
+    assert rename["sender_display_name"] == "Alice", "a rename is shown under the name it was sent with"
