@@ -83,8 +83,12 @@ class DaemonConfig:
 def start_daemon(stack: procs.Cleanup, daemon: Daemon) -> Daemon:
     """Start it, with its stop (SIGTERM, then the sweep of its group) on the clean-up stack."""
     daemon.start()
-    stack.callback(daemon.stop, label=f"stop mxarchiverd (pid {daemon.pid})")
+    stack.callback(lambda: _stop(daemon), label=f"stop mxarchiverd (pid {daemon.pid})")
     return daemon
+
+
+def _stop(daemon: Daemon) -> None:
+    daemon.stop()
 
 
 class CursorProbe:

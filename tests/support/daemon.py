@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from signal import SIGKILL
-from typing import Any
+from typing import Any, Self
 
 import yaml
 
@@ -176,7 +176,7 @@ class Daemon:
             extra[STAGES_VARIABLE] = json.dumps(self.stages)
         return clean_env(os.environ, extra)
 
-    def start(self) -> Daemon:
+    def start(self) -> Self:
         if self.proc is not None:
             raise RuntimeError("this daemon was started already")
         if not self.config_path.exists():
@@ -321,7 +321,7 @@ class Daemon:
             if self.notify is not None:
                 self.notify.close()
 
-    def __enter__(self) -> Daemon:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -52,7 +52,7 @@ class PostgresError(RuntimeError):
 
 
 def dbname_of(dsn: str) -> str:
-    return conninfo_to_dict(dsn)["dbname"]
+    return str(conninfo_to_dict(dsn)["dbname"])
 
 
 def free_port() -> int:
@@ -84,8 +84,9 @@ class PgServer:
     @classmethod
     def from_dsn(cls, dsn: str, **kwargs: Any) -> PgServer:
         info = conninfo_to_dict(dsn)
-        return cls(host=str(info.get("host", LOCAL_HOST)), port=int(info.get("port", 5432)),
-                   user=str(info.get("user", SUPERUSER)), password=info.get("password"), **kwargs)
+        password = info.get("password")
+        return cls(host=str(info.get("host", LOCAL_HOST)), port=int(str(info.get("port", 5432))),
+                   user=str(info.get("user", SUPERUSER)), password=str(password) if password else None, **kwargs)
 
     def dsn(self, dbname: str = "postgres") -> str:
         params = {"password": self.password} if self.password else {}

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -24,7 +26,7 @@ def test_clean_env_keeps_the_rest_and_adds_what_is_asked() -> None:
     assert base["SYNAPSE_DB_URL"] == "postgresql://x", "the caller's mapping is left alone"
 
 
-def test_each_entry_runs_the_config_it_is_given(tmp_path) -> None:
+def test_each_entry_runs_the_config_it_is_given(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     assert command(Entry.SCRIPT, config) == [str(console_script()), "--config", str(config), "run"]
     assert command(Entry.MODULE, config) == [sys.executable, "-m", "mxarchiverd", "--config", str(config), "run"]
@@ -32,7 +34,7 @@ def test_each_entry_runs_the_config_it_is_given(tmp_path) -> None:
 
 
 def test_sections_replace_keys_of_the_base_and_lists_whole() -> None:
-    base = {"processing": {"batch_size": 5, "poll_interval": "50ms"}, "rooms": [{"room_id": "!a:x"}]}
+    base: dict[str, Any] = {"processing": {"batch_size": 5, "poll_interval": "50ms"}, "rooms": [{"room_id": "!a:x"}]}
     merged = merge_sections(base, {"processing": {"batch_size": 7}, "rooms": [], "logging": {"level": "DEBUG"}})
     assert merged == {"processing": {"batch_size": 7, "poll_interval": "50ms"}, "rooms": [],
                       "logging": {"level": "DEBUG"}}
