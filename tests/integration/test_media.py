@@ -1,4 +1,5 @@
-"""Media: from Synapse's media store (or its HTTP API) to Supabase Storage, byte for byte."""
+"""Media: from Synapse's media store (or its HTTP API) to Supabase Storage, byte for byte;
+which attachments become jobs, and which local file an mxc URI names."""
 from __future__ import annotations
 
 import hashlib
