@@ -34,10 +34,11 @@ import orjson  # noqa: E402
 import psycopg  # noqa: E402
 
 from benchlib import pgstat, procs, report  # noqa: E402
-from benchlib.cluster import Server, open_server  # noqa: E402
-from benchlib.daemon import CursorProbe, Daemon, DaemonConfig, wait_for_position  # noqa: E402
+from benchlib.cluster import open_server  # noqa: E402
+from benchlib.daemon import CursorProbe, DaemonConfig, start_daemon, wait_for_position  # noqa: E402
 from benchlib.schema import create_synapse_db  # noqa: E402
 from benchlib.synthgen import World, bulk_load  # noqa: E402
+from tests.support.postgres import PgServer  # noqa: E402
 
 TS_START = 1_700_000_000_000
 TARGET_RATE, TARGET_COPY_SHARE, TARGET_SEED_FACTOR = 20_000.0, 0.30, 50.0
@@ -113,7 +114,7 @@ def _rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def generate(server: Server, args: argparse.Namespace) -> tuple[str, int]:
+def generate(server: PgServer, args: argparse.Namespace) -> tuple[str, int]:
     print(f"\n[1/4] generating {args.events:,} events in {args.rooms} rooms into Synapse's schema")
     started = time.monotonic()
     dsn = create_synapse_db(server)
@@ -146,7 +147,7 @@ COPY_TABLE = """CREATE TABLE copied (stream_ordering bigint, event_id text, room
                                      sender text, origin_server_ts bigint, event jsonb)"""
 
 
-def measure_copy(server: Server, synapse_dsn: str, events: int, remote: Callable[[str], str]) -> dict[str, Any]:
+def measure_copy(server: PgServer, synapse_dsn: str, events: int, remote: Callable[[str], str]) -> dict[str, Any]:
     print("\n[2/4] physical limit: COPY TO STDOUT (events JOIN event_json) piped into COPY FROM STDIN")
     target = server.create_database("copy")
     with psycopg.connect(target, autocommit=True) as conn:
@@ -171,19 +172,19 @@ def measure_copy(server: Server, synapse_dsn: str, events: int, remote: Callable
 
 # --- the daemon -------------------------------------------------------------------------
 
-def measure_daemon(stack: procs.Cleanup, server: Server, synapse_dsn: str, last: int, args: argparse.Namespace,
+def measure_daemon(stack: procs.Cleanup, server: PgServer, synapse_dsn: str, last: int, args: argparse.Namespace,
                    workdir: Path, remote: Callable[[str], str]) -> dict[str, Any]:
     print("\n[3/4] full daemon: mxarchiverd run (uploader idle), until archive_cursors 'events' = source bound")
     archive = server.create_database("archive")
-    config = DaemonConfig(synapse_dsn, remote(archive), workdir / "daemon", batch_size=args.batch_size).write()
-    daemon = Daemon(config, workdir / "daemon.log")
+    daemon = DaemonConfig(synapse_dsn, remote(archive), workdir / "daemon", batch_size=args.batch_size).daemon(
+        workdir / "daemon.log")
     probe = CursorProbe(archive)
     pg_cpu0 = procs.tree_cpu_seconds(server.postmaster_pid) if server.postmaster_pid else None
     statements = pgstat.available(server)
     if statements:
         pgstat.reset(server)
     busy0, all0 = procs.machine_cpu()
-    daemon.start(stack)
+    start_daemon(stack, daemon)
     done, first = wait_for_position(daemon, probe, last, args.timeout)
     total = done - daemon.started_at
     cpu = procs.cpu_by_role(daemon.pids())
@@ -218,7 +219,7 @@ def measure_daemon(stack: procs.Cleanup, server: Server, synapse_dsn: str, last:
             "statements": top}
 
 
-def print_statements(server: Server, archive: str, synapse_dsn: str) -> dict[str, Any]:
+def print_statements(server: PgServer, archive: str, synapse_dsn: str) -> dict[str, Any]:
     """Where PostgreSQL spent its time during the run (pg_stat_statements)."""
     found: dict[str, Any] = {}
     for label, dsn, limit in (("archive", archive, 8), ("synapse (source)", synapse_dsn, 4)):
@@ -242,7 +243,7 @@ SEED_UPSERT = """INSERT INTO archived_messages (event_id, room_id, sender, times
                  ON CONFLICT (event_id) DO UPDATE SET content = EXCLUDED.content, message_type = EXCLUDED.message_type"""
 
 
-def measure_seed001(server: Server, synapse_dsn: str, subset: int, workdir: Path,
+def measure_seed001(server: PgServer, synapse_dsn: str, subset: int, workdir: Path,
                     remote: Callable[[str], str]) -> dict[str, Any]:
     """Seed 001's loop, minimal but faithful: per message one content query and one upsert.
 
@@ -300,7 +301,7 @@ def summarize(figures: dict[str, Any], args: argparse.Namespace) -> None:
 
 # --- in-process profile -----------------------------------------------------------------
 
-def profile_stages(server: Server, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def profile_stages(server: PgServer, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """The three stages in one process, each under its own cProfile: where does the CPU go?
 
     Messages take an orjson round trip between stages, as over the queues. The

@@ -36,9 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import psycopg  # noqa: E402
 
 from benchlib import pgstat, procs, report  # noqa: E402
-from benchlib.cluster import Server, open_server  # noqa: E402
+from benchlib.cluster import open_server  # noqa: E402
 from benchlib.live import CursorWatcher, Live, start_live  # noqa: E402
 from benchlib.synthgen import Persister  # noqa: E402
+from tests.support.postgres import PgServer  # noqa: E402
 
 P99_TARGET_S = 1.0
 SETTLE_S = 30.0
@@ -88,11 +89,11 @@ def main() -> int:
     return 0
 
 
-def impact(server: Server, live: Live, seconds: float, statements: bool) -> dict[str, Any]:
+def impact(server: PgServer, live: Live, seconds: float, statements: bool) -> dict[str, Any]:
     """The daemon's statements on Synapse's database during the phase (its own role only)."""
     if not statements:
         return {}
-    with server.admin() as conn:
+    with server.admin_connect() as conn:
         rows = conn.execute("""
             SELECT s.calls, s.total_exec_time, s.max_exec_time, s.mean_exec_time, s.query
               FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid JOIN pg_roles r ON r.oid = s.userid
@@ -107,7 +108,7 @@ def impact(server: Server, live: Live, seconds: float, statements: bool) -> dict
             "top_by_calls": [(int(r[0]), pgstat.short(r[4], 80)) for r in sorted(rows, key=lambda r: -r[0])[:5]]}
 
 
-def idle_phase(server: Server, live: Live, seconds: float, statements: bool) -> dict[str, Any]:
+def idle_phase(server: PgServer, live: Live, seconds: float, statements: bool) -> dict[str, Any]:
     print(f"\n[idle] {seconds:.0f}s with no new events")
     if statements:
         pgstat.reset(server)
@@ -117,7 +118,7 @@ def idle_phase(server: Server, live: Live, seconds: float, statements: bool) -> 
     return found
 
 
-def write_phase(server: Server, live: Live, persister: Persister, watcher: CursorWatcher, rate: int,
+def write_phase(server: PgServer, live: Live, persister: Persister, watcher: CursorWatcher, rate: int,
                 duration: float, tx_events: int, statements: bool) -> dict[str, Any]:
     print(f"\n[{rate}/s] writing for {duration:.0f}s, {tx_events} event(s) per persist transaction")
     if statements:

@@ -26,9 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlib import procs, report  # noqa: E402
 from benchlib.cluster import open_server  # noqa: E402
-from benchlib.daemon import CursorProbe, Daemon, wait_for_position  # noqa: E402
+from benchlib.daemon import CursorProbe, wait_for_position  # noqa: E402
 from benchlib.live import MIB, MediaDoneWatcher, media_events, start_live  # noqa: E402
 from benchlib.synthgen import Persister  # noqa: E402
+from tests.support.daemon import Daemon  # noqa: E402
 
 MEMORY_TARGET_MB, IDLE_CPU_TARGET = 200.0, 1.0
 

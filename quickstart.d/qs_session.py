@@ -22,11 +22,14 @@ import qs_daemon
 import qs_postgres
 import qs_report
 import qs_synapse
-from qs_postgres import ARCHIVE_DB, Cluster
-from qs_procs import (
-    EXIT_CODES, ProcessId, QuickstartError, choose_port, identify, is_running, kill_group_leftovers, terminate,
-)
+from qs_postgres import ARCHIVE_DB
+from qs_procs import EXIT_CODES, QuickstartError, choose_port, is_running
+from tests.support import daemon as launcher
+from tests.support import processes
 from tests.support.conversation import Sent, send_conversation
+from tests.support.daemon import Daemon
+from tests.support.postgres import Cluster, remove_outside_root
+from tests.support.processes import ProcessId, identify
 
 STATE_FILE = "quickstart.json"
 ROOM_NAME = "Friday dinner"
@@ -70,7 +73,7 @@ def reset_data_dir(data_dir: Path) -> None:
         if any(data_dir.iterdir()) and not (data_dir / STATE_FILE).exists():
             raise QuickstartError(f"{data_dir} is not empty and was not made by ./quickstart (no {STATE_FILE}); "
                                   "remove it or choose another --data-dir")
-        qs_postgres.remove_outside_root(data_dir)
+        remove_outside_root(data_dir)
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True)
 
@@ -79,26 +82,25 @@ def reset_data_dir(data_dir: Path) -> None:
 
 
 def _ident(value: dict[str, int]) -> ProcessId:
-    return ProcessId(value["pid"], value["start_time"])
+    return ProcessId.from_dict(value)
 
 
 def stop_daemon(proc: ProcessId, say: Callable[[str], None]) -> None:
-    if is_running(proc):
-        clean = terminate(proc, DAEMON_STOP_GRACE_S)
+    was_running = is_running(proc)
+    stopped = launcher.stop_daemon(proc, DAEMON_STOP_GRACE_S, settle_s=5)
+    if was_running:
+        is_running(proc)  # reaps it if it is our own child: its exit code
         code = EXIT_CODES.get(proc.pid)
         say(f"mxarchiverd (pid {proc.pid}) stopped" + (f", exit code {code}" if code is not None else "")
-            + ("" if clean else f", by SIGKILL after {DAEMON_STOP_GRACE_S}s"))
-    # The daemon runs in its own process group; anything left in it is a worker
-    # the supervisor failed to stop.
-    leftovers = kill_group_leftovers(proc.pid, settle_s=5, grace_s=10)
-    if leftovers:
-        say(f"warning: {len(leftovers)} process(es) of mxarchiverd outlived the supervisor by 5s "
-            f"and were stopped: {leftovers}")
+            + ("" if stopped.clean else f", by SIGKILL after {DAEMON_STOP_GRACE_S}s"))
+    if stopped.leftovers:
+        say(f"warning: {len(stopped.leftovers)} process(es) of mxarchiverd outlived the supervisor by 5s "
+            f"and were stopped: {stopped.leftovers}")
 
 
 def stop_synapse(proc: ProcessId, say: Callable[[str], None]) -> None:
     if is_running(proc):
-        clean = terminate(proc, SYNAPSE_STOP_GRACE_S)
+        clean = processes.terminate(proc, SYNAPSE_STOP_GRACE_S)
         say("Synapse stopped" + ("" if clean else f", by SIGKILL after {SYNAPSE_STOP_GRACE_S}s"))
 
 
@@ -138,15 +140,14 @@ def anything_running(state: dict[str, Any]) -> bool:
 
 
 def start_postgres(session: Session, pg_port: int) -> Cluster:
-    run_as = qs_postgres.os_user()
-    cluster = Cluster(qs_postgres.find_bindir(), qs_postgres.prepare_root(session.data_dir, run_as), pg_port, run_as)
-    cluster.initdb()
+    cluster = qs_postgres.new_cluster(session.data_dir, pg_port)
+    run_as = cluster.run_as
     try:
         cluster.start()
     finally:
         # Recorded even when start failed: pg_ctl may time out on a server that did start.
         session.record("postgres", cluster.as_dict())
-    cluster.create_databases()
+    qs_postgres.create_databases(cluster)
     session.say(f"PostgreSQL started on 127.0.0.1:{pg_port} (data: {cluster.root}"
                 + (f", run as OS user {run_as})" if run_as else ")"))
     if not cluster.root.is_relative_to(session.data_dir):
@@ -174,12 +175,12 @@ def send_sample(session: Session, running: qs_synapse.RunningSynapse) -> tuple[S
     return sent, passwords
 
 
-def run_daemon(session: Session, config: Path, timeout_s: float) -> dict[str, Any]:
-    log = session.data_dir / "mxarchiverd.log"
-    proc, ident = qs_daemon.start(config, log)
-    session.record("mxarchiverd", ident.as_dict())
-    session.say(f"mxarchiverd --config {config} run   (pid {proc.pid}, log: {log})")
-    status = qs_daemon.wait_caught_up(config, proc, log, timeout_s)
+def run_daemon(session: Session, daemon: Daemon, timeout_s: float) -> dict[str, Any]:
+    daemon.start()
+    assert daemon.ident is not None
+    session.record("mxarchiverd", daemon.ident.as_dict())
+    session.say(f"mxarchiverd --config {daemon.config_path} run   (pid {daemon.pid}, log: {daemon.log_path})")
+    status = qs_daemon.wait_caught_up(daemon, timeout_s)
     session.say(f"caught up: {status['messages']} events archived, media jobs {status['media']}")
     return status
 
@@ -198,7 +199,8 @@ def check_against_sent(data: dict[str, list[dict[str, Any]]], sent: Sent) -> lis
     return problems
 
 
-def report(session: Session, cluster: Cluster, config: Path, sent: Sent) -> list[str]:
+def report(session: Session, cluster: Cluster, daemon: Daemon, sent: Sent) -> list[str]:
+    config = daemon.config_path
     data = qs_report.fetch(cluster.dsn(ARCHIVE_DB))
     cwd = Path.cwd()
     print("\nRooms\n" + qs_report.rooms_table(data["rooms"]))
@@ -206,7 +208,7 @@ def report(session: Session, cluster: Cluster, config: Path, sent: Sent) -> list
           "redaction_policy keep, a redacted message keeps its content and is marked REDACTED)\n"
           + qs_report.messages_table(data["messages"]))
     print("\nMedia\n" + qs_report.media_table(data["media"], session.data_dir / "media", cwd))
-    status = qs_daemon.cli(config, "status")
+    status = daemon.cli("status")
     print(f"\nmxarchiverd --config {config} status\n{status.stdout.rstrip()}{status.stderr.rstrip()}")
     print("\n" + qs_report.supabase_section(config) + "\n", flush=True)
     problems = check_against_sent(data, sent)
@@ -232,10 +234,10 @@ def archive_sample(session: Session, args: argparse.Namespace, pg_port: int, syn
     session.record("users", passwords)
     storage = session.data_dir / "media"
     storage.mkdir()
-    config = qs_daemon.write_config(session.data_dir / "mxarchiverd.yaml", cluster,
-                                    running.server.media_store_path, storage, running.server.base_url)
-    run_daemon(session, config, args.timeout)
-    return report(session, cluster, config, sent)
+    daemon = qs_daemon.prepare(session.data_dir, cluster, running.server.media_store_path, storage,
+                               running.server.base_url)
+    run_daemon(session, daemon, args.timeout)
+    return report(session, cluster, daemon, sent)
 
 
 def print_kept(session: Session) -> None:
@@ -280,7 +282,7 @@ def run(args: argparse.Namespace) -> int:
     # Leftovers of a --keep run (or of a run that was killed) hold the ports and files.
     stop_recorded(previous, lambda text: session.say(f"previous run: {text}"))
     if args.stop:
-        qs_postgres.remove_outside_root(data_dir)
+        remove_outside_root(data_dir)
         if not was_running:
             session.say(f"nothing from an earlier run in {data_dir} was running")
         return 0
@@ -303,7 +305,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             stop_recorded(session.state, session.say)
             if problems is not None:  # after a failure its server.log may explain it
-                qs_postgres.remove_outside_root(data_dir)
+                remove_outside_root(data_dir)
     session.say(f"done in {time.monotonic() - session.started:.0f}s; the files stay in {data_dir} until the next run")
     return 1 if problems else 0
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import yaml
 
-from qs_postgres import SYNAPSE_DB, Cluster
-from qs_procs import ProcessId, identify
+from qs_postgres import SYNAPSE_DB
 from tests.support.matrix_client import MatrixClient
-from tests.support.pg import PgServer
+from tests.support.postgres import Cluster
+from tests.support.processes import ProcessId, identify
 from tests.support.synapse import (
     SERVER_NAME, SynapseServer, _log_config, _wait_ready, _write_signing_key, build_config,
 )
@@ -33,8 +33,7 @@ class RunningSynapse:
 def write_config(workdir: Path, port: int, cluster: Cluster) -> tuple[Path, dict[str, object]]:
     workdir.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_hex(16)
-    pg = PgServer(host="127.0.0.1", port=cluster.port)
-    config = build_config(workdir, port, pg, SYNAPSE_DB, secret)
+    config = build_config(workdir, port, cluster.server(), SYNAPSE_DB, secret)
     (workdir / "log.yaml").write_text(yaml.safe_dump(_log_config(workdir / "homeserver.log")))
     config_path = workdir / "homeserver.yaml"
     config_path.write_text(yaml.safe_dump(config))

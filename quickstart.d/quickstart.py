@@ -53,10 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.path[:0] = [str(HERE), str(REPO)]
     from qs_procs import QuickstartError
     from qs_session import fail, run
+    from tests.support.postgres import PostgresError
 
     try:
         return run(args)
-    except QuickstartError as exc:
+    except (QuickstartError, PostgresError) as exc:
         return fail(exc, args.data_dir)
     except BrokenPipeError:
         # Output piped into `head` or a closed terminal; clean-up has run already.

@@ -1,33 +1,24 @@
-"""The full daemon under test: its config file, `mxarchiverd run` as a subprocess, probes.
+"""The full daemon under benchmark: its config, started by the shared launcher, and a cursor probe.
 
-The daemon runs exactly as a user runs it (`.venv/bin/mxarchiverd --config X run`),
-in its own session; it is stopped with SIGTERM and its process tree is swept by PID.
+The daemon runs exactly as a user runs it (`.venv/bin/mxarchiverd --config X run`,
+tests/support/daemon.py), in its own session; it is stopped with SIGTERM and its
+process group is swept by PID.
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
-from benchlib import REPO, procs
+from benchlib import procs
+from tests.support.daemon import Daemon, render_config
 
-# Seed 001's variables override the config file: a developer's shell must not steer the benchmark.
-_DROP_ENV = ("SYNAPSE_DB_URL", "WHATSAPP_DB_URL", "SUPABASE_URL", "SUPABASE_KEY", "POLL_INTERVAL_MS",
-             "BATCH_SIZE", "MEDIA_STORE_PATH", "DOWNLOAD_MEDIA", "MONITORED_ROOMS", "MXARCHIVER_CONFIG",
-             "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "MXARCHIVERD_STAGES")
 # A port nothing listens on: with it as supabase.url the uploader waits for its
 # bucket and moves no media (the "uploader idle" setting of the backfill benchmark).
 CLOSED_STORAGE_URL = "http://127.0.0.1:9"
-
-
-def executable() -> str:
-    candidate = Path(sys.executable).parent / "mxarchiverd"
-    return str(candidate if candidate.exists() else REPO / ".venv" / "bin" / "mxarchiverd")
 
 
 @dataclass
@@ -44,80 +35,60 @@ class DaemonConfig:
     concurrent_uploads: int = 5
     log_level: str = "INFO"
 
-    def write(self) -> Path:
-        self.workdir.mkdir(parents=True, exist_ok=True)
+    def sections(self) -> dict[str, Any]:
         media_store = self.media_store or (self.workdir / "media_store")
         media_store.mkdir(parents=True, exist_ok=True)
-        lines = [
-            "source:", "  mode: synapse_db", f"  synapse_db_url: '{self.synapse_dsn}'",
-            f"  media_store_path: {media_store}", "  statement_timeout: 10s",
-            "archive:", f"  database_url: '{self.archive_dsn}'",
-        ]
+        archive: dict[str, Any] = {"database_url": self.archive_dsn}
+        sections: dict[str, Any] = {
+            "source": {"mode": "synapse_db", "synapse_db_url": self.synapse_dsn,
+                       "media_store_path": str(media_store), "statement_timeout": "10s"},
+            "archive": archive,
+        }
         if self.storage == "file":
-            lines += ["  storage_backend: file", f"  storage_path: {self.workdir / 'archive_media'}"]
+            archive.update(storage_backend="file", storage_path=str(self.workdir / "archive_media"))
         else:
-            url = CLOSED_STORAGE_URL if self.storage == "idle" else self.supabase_url
-            key = "unused" if self.storage == "idle" else self.service_key
-            lines += ["  storage_backend: supabase", "supabase:", f"  url: '{url}'", f"  service_role_key: '{key}'"]
-        lines += [
-            "matrix:", "  homeserver_url: 'http://127.0.0.1:9'",
-            "rooms: []",
-            "processing:", f"  batch_size: {self.batch_size}", f"  poll_interval: {self.poll_interval}",
-            f"  concurrent_uploads: {self.concurrent_uploads}",
-            # Idle mode: a refused bucket is retried rarely, so the uploader stays quiet.
-            f"  retry_delay: {'10m' if self.storage == 'idle' else '1s'}", "  download_media: false",
-            "logging:", f"  level: {self.log_level}",
-            "daemon:", "  stop_timeout: 30s", "  startup_timeout: 30s",
-        ]
+            archive["storage_backend"] = "supabase"
+            idle = self.storage == "idle"
+            sections["supabase"] = {"url": CLOSED_STORAGE_URL if idle else self.supabase_url,
+                                    "service_role_key": "unused" if idle else self.service_key}
+        sections.update({
+            "matrix": {"homeserver_url": "http://127.0.0.1:9"},
+            "rooms": [],
+            "processing": {
+                "batch_size": self.batch_size, "poll_interval": self.poll_interval,
+                "concurrent_uploads": self.concurrent_uploads,
+                # Idle mode: a refused bucket is retried rarely, so the uploader stays quiet.
+                "retry_delay": "10m" if self.storage == "idle" else "1s", "download_media": False,
+            },
+            "logging": {"level": self.log_level},
+            "daemon": {"stop_timeout": "30s", "startup_timeout": "30s"},
+        })
+        return sections
+
+    def daemon(self, log_path: Path) -> Daemon:
+        """A launcher with this config written (not started yet)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        daemon = Daemon(self.workdir, config_path=self.workdir / "mxarchiver.yaml", log_path=log_path)
+        daemon.write_config(**self.sections())
+        return daemon
+
+    def write(self) -> Path:
+        """Only the config file (for the stages run in-process)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
         path = self.workdir / "mxarchiver.yaml"
-        path.write_text("\n".join(lines) + "\n")
+        path.write_text(render_config(self.sections()))
         return path
 
 
-class Daemon:
-    def __init__(self, config_path: Path, log_path: Path) -> None:
-        self.config_path, self.log_path = config_path, log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.started_at = 0.0
+def start_daemon(stack: procs.Cleanup, daemon: Daemon) -> Daemon:
+    """Start it, with its stop (SIGTERM, then the sweep of its group) on the clean-up stack."""
+    daemon.start()
+    stack.callback(lambda: _stop(daemon), label=f"stop mxarchiverd (pid {daemon.pid})")
+    return daemon
 
-    def start(self, stack: procs.Cleanup) -> None:
-        env = {k: v for k, v in os.environ.items() if k not in _DROP_ENV}
-        with self.log_path.open("ab") as log:
-            self.started_at = time.time()
-            self.proc = subprocess.Popen([executable(), "--config", str(self.config_path), "run"],
-                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env, start_new_session=True, cwd=self.config_path.parent)
-        stack.callback(self.stop, label=f"stop mxarchiverd (pid {self.proc.pid})")
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def check_running(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"mxarchiverd run exited with {self.proc.returncode}; log {self.log_path}:\n"
-                               f"{self.tail()}")
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        code = procs.stop_popen(self.proc)
-        self.proc = None
-        return code
-
-    def pids(self) -> list[int]:
-        """The supervisor and every descendant (workers, the fork server)."""
-        return procs.tree(self.pid) if self.proc is not None else []
-
-    def roles(self) -> dict[int, str]:
-        return {pid: procs.cmdline(pid) for pid in self.pids()}
-
-    def tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+def _stop(daemon: Daemon) -> None:
+    daemon.stop()
 
 
 class CursorProbe:

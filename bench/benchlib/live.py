@@ -20,10 +20,11 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from benchlib import procs
-from benchlib.cluster import Server
-from benchlib.daemon import CursorProbe, Daemon, DaemonConfig, wait_for_position
+from benchlib.daemon import CursorProbe, DaemonConfig, start_daemon, wait_for_position
 from benchlib.schema import create_synapse_db
 from benchlib.synthgen import Event, World, bulk_load
+from tests.support.daemon import Daemon
+from tests.support.postgres import PgServer
 
 TS_START = 1_700_000_000_000
 MIB = 1024 * 1024
@@ -31,7 +32,7 @@ MIB = 1024 * 1024
 
 @dataclass
 class Live:
-    server: Server
+    server: PgServer
     synapse_dsn: str  # as Synapse (superuser), for the writer
     reader_dsn: str  # as the archiver's read-only role
     reader_role: str
@@ -42,17 +43,17 @@ class Live:
     bound: int  # last stream ordering of the history
 
 
-def create_reader_role(stack: procs.Cleanup, server: Server, synapse_dsn: str) -> tuple[str, str]:
+def create_reader_role(stack: procs.Cleanup, server: PgServer, synapse_dsn: str) -> tuple[str, str]:
     """A read-only login role on Synapse's database (what the README asks operators for)."""
     role = f"mxa_reader_{secrets.token_hex(3)}"
-    with server.admin() as conn:
+    with server.admin_connect() as conn:
         conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
     with psycopg.connect(synapse_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA public TO {}").format(sql.Identifier(role)))
 
     def drop() -> None:
         server.drop_database(synapse_dsn)  # the grants live there
-        with server.admin() as conn:
+        with server.admin_connect() as conn:
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
     stack.callback(drop, label=f"drop role {role}")
@@ -62,7 +63,7 @@ def create_reader_role(stack: procs.Cleanup, server: Server, synapse_dsn: str) -
 Waiter = Callable[[Daemon, CursorProbe, int, float], object]
 
 
-def start_live(stack: procs.Cleanup, server: Server, workdir: Path, *, history: int = 20_000, rooms: int = 20,
+def start_live(stack: procs.Cleanup, server: PgServer, workdir: Path, *, history: int = 20_000, rooms: int = 20,
                seed: int = 6, media: bool = True, wait_s: float = 600.0, waiter: Waiter = wait_for_position,
                **config: object) -> Live:
     """Source with `history` events, reader role, archive, `mxarchiverd run`; returns once caught up.
@@ -78,8 +79,7 @@ def start_live(stack: procs.Cleanup, server: Server, workdir: Path, *, history: 
     role, reader_dsn = create_reader_role(stack, server, synapse_dsn)
     archive_dsn = server.create_database("archive")
     daemon_config = DaemonConfig(reader_dsn, archive_dsn, workdir / "daemon", **config)  # type: ignore[arg-type]
-    daemon = Daemon(daemon_config.write(), workdir / "daemon.log")
-    daemon.start(stack)
+    daemon = start_daemon(stack, daemon_config.daemon(workdir / "daemon.log"))
     probe = CursorProbe(archive_dsn)
     try:
         waiter(daemon, probe, bound, wait_s)

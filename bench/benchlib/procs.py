@@ -1,18 +1,19 @@
-"""Processes we start and how we clean them up; /proc readings (RSS, PSS, CPU).
+"""How the benchmarks clean up; /proc readings (RSS, PSS, CPU).
 
 Every process a benchmark starts is registered with Cleanup and ended by its PID
-(and the PIDs of its descendants, found through /proc), never by name.
+(and the PIDs of its descendants, found through /proc: tests/support/processes.py),
+never by name.
 """
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
+
+from tests.support.processes import cmdline, tree
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -47,90 +48,6 @@ class Cleanup:
 
 def _raise_exit(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is dead for our purposes
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _ppid_table() -> dict[int, int]:
-    table: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                table[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    return table
-
-
-def tree(pid: int) -> list[int]:
-    """`pid` and all its descendants (breadth first)."""
-    table = _ppid_table()
-    found, frontier = [pid], [pid]
-    while frontier:
-        children = [p for p, parent in table.items() if parent in frontier and p not in found]
-        found += children
-        frontier = children
-    return [p for p in found if p in table]
-
-
-def kill_tree(pid: int, grace_s: float = 10.0) -> None:
-    """TERM the process and its descendants, wait up to `grace_s`, then KILL what is left."""
-    pids = tree(pid) or [pid]
-    for p in pids:
-        _signal(p, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and any(alive(p) for p in pids):
-        time.sleep(0.05)
-    for p in pids:
-        if alive(p):
-            _signal(p, signal.SIGKILL)
-
-
-def _signal(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
-
-
-def stop_popen(proc: subprocess.Popen[bytes], grace_s: float = 30.0) -> int | None:
-    """Ask a daemon to stop (SIGTERM to its main process), then sweep its tree by PID."""
-    pids = tree(proc.pid)
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            pass
-    for p in pids:  # children that outlived their supervisor
-        if p != proc.pid and alive(p):
-            kill_tree(p, grace_s=2.0)
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(timeout=10)
-    return proc.returncode
-
-
-def cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        return ""
 
 
 @dataclass(frozen=True)

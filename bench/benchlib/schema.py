@@ -13,12 +13,10 @@ from pathlib import Path
 
 import psycopg
 import yaml
-from psycopg.conninfo import conninfo_to_dict
 
 from benchlib import CACHE_DIR
-from benchlib.cluster import Server
 from tests.support import synapse as real
-from tests.support.pg import PgServer, free_port
+from tests.support.postgres import PgServer, dbname_of, free_port
 
 
 def synapse_version() -> str:
@@ -26,7 +24,7 @@ def synapse_version() -> str:
     return version("matrix-synapse")
 
 
-def schema_sql(server: Server) -> bytes:
+def schema_sql(server: PgServer) -> bytes:
     major = server.version().split(".")[0]
     path = CACHE_DIR / f"synapse-{synapse_version()}-pg{major}-schema.sql"
     if not path.exists():
@@ -38,15 +36,12 @@ def schema_sql(server: Server) -> bytes:
     return path.read_bytes()
 
 
-def _dump_from_real_synapse(server: Server) -> bytes:
+def _dump_from_real_synapse(server: PgServer) -> bytes:
     dsn = server.create_database("schema_synapse", c_locale=True)
     workdir = Path(tempfile.mkdtemp(prefix="mxa-bench-synapse-"))
-    info = conninfo_to_dict(dsn)
-    pg = PgServer(host=str(info.get("host", "127.0.0.1")), port=int(info.get("port", 5432)),
-                  user=str(info.get("user", "postgres")))
-    config = real.build_config(workdir, free_port(), pg, str(info["dbname"]), secrets.token_hex(16))
-    if info.get("password"):
-        config["database"]["args"]["password"] = info["password"]
+    config = real.build_config(workdir, free_port(), server, dbname_of(dsn), secrets.token_hex(16))
+    if server.password:
+        config["database"]["args"]["password"] = server.password
     (workdir / "log.yaml").write_text(yaml.safe_dump(real._log_config(workdir / "homeserver.log")))
     config_path = workdir / "homeserver.yaml"
     config_path.write_text(yaml.safe_dump(config))
@@ -61,6 +56,7 @@ def _dump_from_real_synapse(server: Server) -> bytes:
     finally:
         real._stop(proc)
     try:
+        assert server.bindir is not None  # open_server always knows it
         dump = subprocess.run([str(server.bindir / "pg_dump"), "--schema-only", "--no-owner", "--no-privileges",
                                dsn], check=True, capture_output=True, timeout=120).stdout
     finally:
@@ -70,7 +66,7 @@ def _dump_from_real_synapse(server: Server) -> bytes:
     return b"".join(line for line in dump.splitlines(keepends=True) if not line.startswith(b"\\"))
 
 
-def create_synapse_db(server: Server, prefix: str = "synapse") -> str:
+def create_synapse_db(server: PgServer, prefix: str = "synapse") -> str:
     """A new database with Synapse's schema and nothing in it; returns its DSN."""
     dsn = server.create_database(prefix, c_locale=True)
     with psycopg.connect(dsn, autocommit=True) as conn:

@@ -1,6 +1,14 @@
-"""Bridge enrichment: WhatsApp chat, message and sender ids for portal rooms only."""
+"""Bridge enrichment: WhatsApp chat, message and sender ids for portal rooms only.
+
+mautrix bridgev2 creates the Matrix room first and stores portal.mxid only after
+createRoom returned (facts §6.2), so the archiver can meet a portal room's first
+events before the bridge DB knows the room; and the bridge writes its message row
+just after Synapse stores the event. Neither timing accident may lose the ids for
+good (rows are written with ON CONFLICT DO NOTHING).
+"""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -10,9 +18,19 @@ from tests.integration.test_archive_synapse import wait_bound_covers
 from tests.support.bridge import add_ghost, add_message, add_portal
 from tests.support.pipeline import archived, pipeline, write_config
 from tests.support.synapse import SynapseServer
+from tests.support.synth import insert_event, open_source, set_position
 
 pytestmark = pytest.mark.synapse
 CHAT = "120363012345678901@g.us"
+LATE_ROOM = "!newportal:synth.test"
+LATE_CHAT = "120363011111111111@g.us"
+LATE_GHOST = "@whatsapp_4917000000001:synth.test"
+
+
+@pytest.fixture
+def source(synapse_schema_db: str) -> Iterator[psycopg.Connection]:
+    with open_source(synapse_schema_db, {LATE_ROOM: "10"}) as conn:
+        yield conn
 
 
 def test_portal_room_gets_whatsapp_ids_and_plain_room_stays_plain(
@@ -80,3 +98,27 @@ def test_whatsapp_ids_the_bridge_records_after_the_message_was_archived_are_fill
     row = archived(fresh_db)[event]
     assert (row["whatsapp_message_id"], row["whatsapp_sender_id"], row["sender_phone"]) == (
         wa_id, "4915700000001", "+4915700000001")
+
+
+def test_room_that_becomes_a_portal_after_its_first_events_gets_whatsapp_ids(
+        source: psycopg.Connection, synapse_schema_db: str, fresh_db: str, bridge_db: str, tmp_path: Path) -> None:
+    # The bridge bot's createRoom: the room's first events are persisted...
+    _, position = insert_event(source, LATE_ROOM, "m.room.create", {"room_version": "10"}, state_key="",
+                               sender="@whatsappbot:synth.test")
+    set_position(source, position)
+    config = write_config(tmp_path, synapse_schema_db, fresh_db, "", f"  bridge_db_url: '{bridge_db}'\n")
+    with pipeline(config) as p:
+        p.run_until_caught_up(timeout_s=30)
+        # ...and only then does the bridge save the portal row and bridge messages into it.
+        message, position = insert_event(source, LATE_ROOM, "m.room.message", {"msgtype": "m.text", "body": "Hallo"},
+                                         sender=LATE_GHOST)
+        wa_id = f"{LATE_CHAT}:4917000000001@s.whatsapp.net:3EB0FEEDBEEF"
+        with psycopg.connect(bridge_db, autocommit=True) as conn:
+            add_portal(conn, LATE_CHAT, LATE_ROOM, "Familie")
+            add_ghost(conn, "4917000000001", "Oma")
+            add_message(conn, wa_id, message, LATE_CHAT, "4917000000001", LATE_GHOST, 1_700_000_000_000_000_000)
+        set_position(source, position)
+        p.run_until_caught_up(timeout_s=30)
+    row = archived(fresh_db)[message]
+    assert (row["whatsapp_chat_id"], row["whatsapp_message_id"], row["whatsapp_sender_id"]) == (
+        LATE_CHAT, wa_id, "4917000000001")

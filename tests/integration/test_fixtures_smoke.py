@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from tests.support.bridge import add_ghost, add_message, add_portal
-from tests.support.pg import PgServer, dbname_of
+from tests.support.postgres import PgServer, dbname_of
 from tests.support.synapse import REQUIRED_TABLES, SynapseServer, missing_tables
 from tests.support.waiting import wait_for
 

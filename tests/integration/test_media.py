@@ -1,4 +1,5 @@
-"""Media: from Synapse's media store (or its HTTP API) to Supabase Storage, byte for byte."""
+"""Media: from Synapse's media store (or its HTTP API) to Supabase Storage, byte for byte;
+which attachments become jobs, and which local file an mxc URI names."""
 from __future__ import annotations
 
 import hashlib
@@ -10,11 +11,17 @@ import psycopg
 import pytest
 
 from mxarchiverd.media.crypto import encrypt_for_test
+from mxarchiverd.media.paths import MxcUri
+from mxarchiverd.media.resolve import find_media
 from tests.integration.test_archive_synapse import wait_bound_covers
+from tests.integration.test_media_shared_objects import (  # noqa: F401 - fixtures
+    ALICE, MEDIA_ID, ROOM, image, media_store, source,
+)
 from tests.support.matrix_client import MatrixClient
 from tests.support.pipeline import pipeline, run_uploader_until_idle, write_config
 from tests.support.storage_double import StorageDouble
 from tests.support.synapse import SynapseServer
+from tests.support.synth import SERVER, insert_event, set_position
 
 pytestmark = pytest.mark.synapse
 BUCKET = "matrix-media"
@@ -203,3 +210,28 @@ def test_purge_policy_deletes_the_stored_object(synapse: SynapseServer, storage_
     assert gone_path not in storage_double.objects(BUCKET) and gone not in archived_media(fresh_db)
     assert keep in archived_media(fresh_db)
     assert job_states(fresh_db)[gone][0] == "purged"
+
+
+def test_media_thumbnails_off_queues_no_thumbnail_jobs(
+        source: psycopg.Connection, synapse_schema_db: str, fresh_db: str, tmp_path: Path) -> None:
+    content = {**image(), "info": {"mimetype": "image/png", "thumbnail_url": f"mxc://{SERVER}/ThumbAbCdEfGhIjKlMnOpQr",
+                                   "thumbnail_info": {"mimetype": "image/png"}}}
+    event, position = insert_event(source, ROOM, "m.room.message", content, sender=ALICE)
+    set_position(source, position)
+    config = write_config(tmp_path, synapse_schema_db, fresh_db, "processing:\n  media_thumbnails: false\n")
+    assert config.processing.media_thumbnails is False
+    with pipeline(config) as p:
+        p.run_until_caught_up(timeout_s=30)
+    with psycopg.connect(fresh_db) as conn:
+        kinds = [k for (k,) in conn.execute("SELECT media_kind FROM media_jobs WHERE event_id = %s", (event,))]
+    assert kinds == ["file"]
+
+
+def test_mxc_of_another_server_does_not_resolve_to_a_local_upload(
+        source: psycopg.Connection, media_store: Path, synapse_schema_db: str) -> None:
+    with psycopg.connect(synapse_schema_db, autocommit=True) as conn:
+        assert find_media(conn, media_store, MxcUri(SERVER, MEDIA_ID)) is not None, "control: the local one"
+        foreign = find_media(conn, media_store, MxcUri("elsewhere.example", MEDIA_ID))
+    # Synapse never serves a local file for mxc://elsewhere.example/...: that media is
+    # elsewhere.example's, not in remote_media_cache yet, so it must come over HTTP.
+    assert foreign is None or foreign.path is None, f"alice's local upload would be archived as {foreign}"

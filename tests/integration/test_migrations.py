@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from mxarchiverd.migrate import SchemaMismatch, applied_versions, available_migrations, check_current, migrate
-from tests.support.pg import PgServer
+from tests.support.postgres import PgServer
 
 SEED_TABLES = ("archived_messages", "archived_media", "monitored_rooms")
 SEED_DDL = (Path(__file__).parents[2] / "migrations" / "001_initial_schema.sql").read_text()

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.processes import ProcessId, group_members, is_running
+
 REPO = Path(__file__).resolve().parents[2]
 DEADLINE_S = 300
 
@@ -55,27 +57,9 @@ def section(output: str, title: str) -> str:
 # Processes ------------------------------------------------------------------
 
 
-def stat_fields(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2:].split()
-
-
 def still_running(recorded: dict[str, int]) -> bool:
     """The recorded process (same PID and kernel start time) is alive and not a zombie."""
-    fields = stat_fields(recorded["pid"])
-    return fields is not None and fields[0] != "Z" and int(fields[19]) == recorded["start_time"]
-
-
-def group_members(pgid: int) -> list[int]:
-    members = []
-    for entry in Path("/proc").iterdir():
-        fields = stat_fields(int(entry.name)) if entry.name.isdigit() else None
-        if fields and fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
+    return is_running(ProcessId.from_dict(recorded))
 
 
 def listening(port: int) -> bool:

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.support.pg import PgServer, dbname_of
+from tests.support.postgres import PgServer, dbname_of
 
 BRIDGE_ID = ""
 

@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 from tests.support.matrix_client import MatrixClient
-from tests.support.pg import PgServer, dbname_of, free_port
+from tests.support.postgres import PgServer, dbname_of, free_port
 from tests.support.waiting import wait_for
 
 SERVER_NAME = "archive.test"

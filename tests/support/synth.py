@@ -18,7 +18,7 @@ import orjson
 import psycopg
 import pytest
 
-from tests.support.pg import PgServer
+from tests.support.postgres import PgServer
 from tests.support.synapse import SynapseServer
 
 SERVER = "synth.test"

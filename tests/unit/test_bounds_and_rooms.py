@@ -20,6 +20,21 @@ def test_a_writer_without_a_row_holds_the_bound() -> None:
     assert compute_bounds([], ("master",)) == compute_bounds([("other", "master", 5)], ("master",))
 
 
+def test_forward_bound_never_passes_a_writer_that_has_a_row() -> None:
+    # Synapse deletes rows of instances that are no longer writers at startup
+    # (MultiWriterIdGenerator._load_current_ids), so every row is a live writer:
+    # persister1 has not finished everything up to 100, only up to 50.
+    rows = [("events", "master", 100), ("events", "persister1", 50)]
+    bound = compute_bounds(rows, ("master",)).forward
+    assert bound is not None and bound <= 50
+
+
+def test_control_forward_bound_is_the_minimum_over_configured_writers() -> None:
+    rows = [("events", "master", 100), ("events", "persister1", 50)]
+    assert compute_bounds(rows, ("master", "persister1")).forward == 50
+    assert compute_bounds(rows[:1], ("master", "persister1")).forward is None
+
+
 def test_forward_cursor_moves_to_bound_only_when_the_batch_was_not_full() -> None:
     assert UP.advance(10, 50, 30, full_batch=True) == 30
     assert UP.advance(10, 50, 30, full_batch=False) == 50

@@ -1,6 +1,8 @@
-"""Config: seed 000's file, every problem at once with its key path, secrets, overrides."""
+"""Config: seed 000's file, every problem at once with its key path, secrets (never printed), overrides."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,8 @@ from mxarchiverd.config import ConfigError, load_config
 from mxarchiverd.config.render import render_yaml
 from mxarchiverd.config.units import MimePattern, mime_allowed, parse_duration, parse_size
 
+ARCHIVE_PASSWORD = "Arch%Pa55word"
+SYNAPSE_PASSWORD = "Syn%Pa55word"
 SEED_000 = (Path(__file__).parent.parent / "support" / "seed000_config.yaml").read_text()
 SEED_ENV = {
     "ARCHIVER_PASSWORD": "pw-one", "SUPABASE_URL": "https://proj.supabase.co",
@@ -148,3 +152,17 @@ def test_mime_wildcards_ignore_parameters() -> None:
     patterns = (MimePattern.parse("image/*"), MimePattern.parse("application/pdf"))
     assert mime_allowed(patterns, "image/png") and mime_allowed(patterns, "application/pdf; charset=x")
     assert not mime_allowed(patterns, "video/mp4") and mime_allowed((), "video/mp4")
+
+
+def test_unparsable_dsn_does_not_print_the_password(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"source:\n  synapse_db_url: 'postgresql://syn:{SYNAPSE_PASSWORD}@127.0.0.1/synapse'\n"
+        f"archive:\n  database_url: 'postgresql://arch:{ARCHIVE_PASSWORD}@127.0.0.1/archive'\n"
+        f"  storage_path: {tmp_path / 'media'}\n")
+    for command in ("migrate", "status"):
+        result = subprocess.run([sys.executable, "-m", "mxarchiverd", "--config", str(config), command],
+                                capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[2])
+        output = result.stdout + result.stderr
+        assert result.returncode != 0, command
+        assert "Pa55word" not in output, f"{command} printed a password:\n{output[-400:]}"

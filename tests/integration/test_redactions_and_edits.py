@@ -1,4 +1,4 @@
-"""Review: redactions and edits must be applied the way Synapse applies them, no more.
+"""Redactions and edits: applied the way Synapse applies them, no more, whatever order they arrive in.
 
 Each case writes into Synapse's real schema what Synapse itself would have stored,
 then checks that the archive shows what Synapse shows clients (synapse-bridge-facts
@@ -14,11 +14,11 @@ import psycopg
 import pytest
 
 from tests.support.pipeline import archived, pipeline, write_config
-from tests.support.synth import insert_event, open_source, set_position, text
+from tests.support.synth import insert_event, insert_redaction, open_source, set_position, text
 
 pytestmark = pytest.mark.synapse
-ROOM = "!review-redact:synth.test"
-OTHER_ROOM = "!review-other:synth.test"
+ROOM = "!redact:synth.test"
+OTHER_ROOM = "!other:synth.test"
 ALICE = "@alice:synth.test"
 BOB = "@bob:synth.test"
 MALLORY = "@mallory:evil.test"
@@ -181,3 +181,51 @@ def test_real_synapse_v10_member_cannot_redact_someone_else_in_the_archive(
     rows = archived(fresh_db, room)
     assert rows[own]["redacted"] is True
     assert rows[bobs]["redacted"] is False and rows[bobs]["content"].get("body", "").startswith("bob's words")
+
+
+def test_edit_before_its_original_and_redaction_before_its_target(
+        source: psycopg.Connection, synapse_schema_db: str, fresh_db: str, tmp_path: Path) -> None:
+    original_id, redacted_id = "$orig-late", "$target-late"
+    edit, _ = insert_event(source, ROOM, "m.room.message", {
+        "msgtype": "m.text", "body": "* fixed", "m.new_content": {"msgtype": "m.text", "body": "fixed"},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": original_id}}, ts=2_000)
+    redaction, position = insert_redaction(source, ROOM, redacted_id, reason="spam",
+                                           sender="@mod:synth.test", ts=3_000)
+    set_position(source, position)
+    with pipeline(write_config(tmp_path, synapse_schema_db, fresh_db)) as p:
+        p.run_until_caught_up()
+        assert archived(fresh_db)[edit]["relates_to_event_id"] == original_id
+        insert_event(source, ROOM, "m.room.message", text("tpyo"), event_id=original_id, ts=1_000)
+        _, position = insert_event(source, ROOM, "m.room.message", text("spam"), event_id=redacted_id, ts=1_500)
+        set_position(source, position)
+        p.run_until_caught_up()
+    rows = archived(fresh_db)
+    assert rows[original_id]["content"]["body"] == "fixed" and rows[original_id]["edited_at"] is not None
+    assert rows[redacted_id]["redacted"] is True and rows[redacted_id]["redaction_reason"] == "spam"
+    assert rows[redacted_id]["redacted_by"] == "@mod:synth.test" and rows[redacted_id]["redaction_event_id"] == redaction
+
+
+def test_room_version_10_redacts_at_top_level(
+        source: psycopg.Connection, synapse_schema_db: str, fresh_db: str, tmp_path: Path) -> None:
+    target, _ = insert_event(source, ROOM, "m.room.message", text("old layout"))
+    _, position = insert_event(source, ROOM, "m.room.redaction", {}, top_level={"redacts": target})
+    set_position(source, position)
+    with pipeline(write_config(tmp_path, synapse_schema_db, fresh_db)) as p:
+        p.run_until_caught_up()
+    assert archived(fresh_db)[target]["redacted"] is True
+
+
+def test_purge_policy_clears_content_of_redacted_message_and_its_edits(
+        source: psycopg.Connection, synapse_schema_db: str, fresh_db: str, tmp_path: Path) -> None:
+    target, _ = insert_event(source, ROOM, "m.room.message", text("secret"))
+    edit, _ = insert_event(source, ROOM, "m.room.message", {
+        "msgtype": "m.text", "body": "* secret2", "m.new_content": {"msgtype": "m.text", "body": "secret2"},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": target}})
+    _, position = insert_redaction(source, ROOM, target)
+    set_position(source, position)
+    config = write_config(tmp_path, synapse_schema_db, fresh_db, "processing:\n  redaction_policy: purge\n")
+    with pipeline(config) as p:
+        p.run_until_caught_up()
+    rows = archived(fresh_db)
+    assert rows[target]["redacted"] and rows[target]["content"] == {} and rows[target]["event"]["content"] == {}
+    assert rows[edit]["content"] == {}

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,12 +12,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.integration.test_supervisor import NotifyListener, alive, process_group
+from tests.support.daemon import Daemon, Entry
+from tests.support.notify_listener import NotifyListener
+from tests.support.processes import alive
 from tests.support.synth import add_room, insert_event, set_position
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).parents[2]
 ROOMS = [f"!daemon{i}:synth.test" for i in range(3)]
 
 
@@ -49,44 +47,18 @@ class Writer(threading.Thread):
         self.conn.close()
 
 
-class RealDaemon:
+class RealDaemon(Daemon):
+    """`python -m mxarchiverd run` on the synth source, under a fake systemd."""
+
+    notify: NotifyListener  # always bound
+
     def __init__(self, workdir: Path, source: str, archive: str) -> None:
-        self.socket_dir = Path(tempfile.mkdtemp(prefix="mxd-"))
-        self.notify = NotifyListener(self.socket_dir / "notify.sock")
-        self.config = workdir / "config.yaml"
-        self.config.write_text(
+        super().__init__(workdir, entry=Entry.MODULE, notify=True, watchdog_usec=2_000_000)
+        self.write_config(
             f"source:\n  synapse_db_url: '{source}'\narchive:\n  database_url: '{archive}'\n"
             f"  storage_path: {workdir / 'media'}\nprocessing:\n  batch_size: 50\n  poll_interval: 100ms\n"
             "daemon:\n  restart_backoff_initial: 100ms\n  restart_backoff_max: 1s\n  restart_limit: 30\n"
             "  startup_timeout: 20s\n  stop_timeout: 20s\n")
-        self.log = workdir / "daemon.log"
-        env = dict(os.environ, NOTIFY_SOCKET=str(self.notify.path), WATCHDOG_USEC="2000000")
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "mxarchiverd", "--config", str(self.config), "run"],
-                                         env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                         start_new_session=True)
-
-    def role_pids(self, role: str) -> list[int]:
-        title = f"mxarchiverd: {role}".encode()
-        found = []
-        for pid in process_group(self.proc.pid):
-            try:
-                if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(title):
-                    found.append(pid)
-            except OSError:
-                continue
-        return found
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def cleanup(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(10)
-        self.notify.close()
 
 
 @pytest.fixture
@@ -99,12 +71,9 @@ def source(synapse_schema_db: str) -> str:
 
 @pytest.fixture
 def daemon(source: str, fresh_db: str, tmp_path: Path) -> Iterator[RealDaemon]:
-    d = RealDaemon(tmp_path, source, fresh_db)
-    try:
-        d.notify.wait_for("READY=1", timeout=60)
+    with RealDaemon(tmp_path, source, fresh_db) as d:
+        d.start().wait_ready(60)
         yield d
-    finally:
-        d.cleanup()
 
 
 def source_ids(dsn: str) -> set[str]:
@@ -141,8 +110,8 @@ def test_kill_9_of_each_role_loses_and_duplicates_nothing(daemon: RealDaemon, so
     ids = archive_ids(fresh_db)
     assert len(ids) == len(set(ids)) == len(expected) == writer.count
     stopping = len(daemon.notify.snapshot())
-    daemon.proc.send_signal(signal.SIGTERM)
-    assert daemon.proc.wait(30) == 0, daemon.output()
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit(30) == 0, daemon.log()
     assert daemon.notify.find("STOPPING=1", stopping) is not None
 
 
@@ -179,19 +148,18 @@ def test_sighup_adds_a_room_and_a_broken_file_keeps_the_old_config(source: str, 
         before, _ = insert_event(conn, ROOMS[1], "m.room.message", {"msgtype": "m.text", "body": "history"})
         _, position = insert_event(conn, ROOMS[0], "m.room.message", {"msgtype": "m.text", "body": "first"})
         set_position(conn, position)
-    d = RealDaemon(tmp_path, source, fresh_db)
-    original = d.config.read_text()
-    d.config.write_text(original + f"rooms:\n  - room_id: '{ROOMS[0]}'\n")
-    try:
-        ready = d.notify.wait_for("READY=1", timeout=60)
+    with RealDaemon(tmp_path, source, fresh_db) as d:
+        original = d.config_path.read_text()
+        d.write_config(original + f"rooms:\n  - room_id: '{ROOMS[0]}'\n")
+        ready = d.start().wait_ready(60)
         wait_for(lambda: archived_count(fresh_db) == 1, 30, "the one monitored room")
-        d.config.write_text(original + f"rooms:\n  - room_id: '{ROOMS[0]}'\n  - room_id: '{ROOMS[1]}'\n")
-        d.proc.send_signal(signal.SIGHUP)
+        d.write_config(original + f"rooms:\n  - room_id: '{ROOMS[0]}'\n  - room_id: '{ROOMS[1]}'\n")
+        d.signal(signal.SIGHUP)
         reloading = d.notify.wait_for("RELOADING=1", after=ready + 1)
         d.notify.wait_for("READY=1", after=reloading)
         wait_for(lambda: before in archive_ids(fresh_db), 30, "the added room's history after SIGHUP")
-        d.config.write_text("rooms: [\n")
-        d.proc.send_signal(signal.SIGHUP)
+        d.write_config("rooms: [\n")
+        d.signal(signal.SIGHUP)
         again = d.notify.wait_for("RELOADING=1", after=reloading + 1)
         d.notify.wait_for("READY=1", after=again)
         status = wait_for(lambda: [t for _, t in d.notify.snapshot()[again:] if "reload failed" in t], 10,
@@ -201,7 +169,5 @@ def test_sighup_adds_a_room_and_a_broken_file_keeps_the_old_config(source: str, 
             later, position = insert_event(conn, ROOMS[1], "m.room.message", {"msgtype": "m.text", "body": "still on"})
             set_position(conn, position)
         wait_for(lambda: later in archive_ids(fresh_db), 30, "archiving on the old config")
-        d.proc.send_signal(signal.SIGTERM)
-        assert d.proc.wait(30) == 0, d.output()
-    finally:
-        d.cleanup()
+        d.signal(signal.SIGTERM)
+        assert d.wait_exit(30) == 0, d.log()
