@@ -1,0 +1,420 @@
+"""The bot's synchronous Matrix client: the only module of bot mode that imports nio.
+
+What it decides, and why:
+- One device for life: the saved login is restored (nio's restore_login), never
+  replaced while valid; logout() is never called. A soft logout is repaired by a
+  password login with the same device id (the crypto store stays valid); a hard
+  logout raises HardLogout for the stage to alarm on (session.py, errors.py).
+- Answers are the server's raw JSON (plain dicts), because the archive stores
+  events as the server sent them; /sync answers are also handed to nio, so its
+  Olm machine sees to-device messages, device lists and key counts, and after
+  each sync the housekeeping that nio's sync_forever does is done here.
+- The sync token is never nio's to keep (store_sync_tokens=False): the archive
+  commits it with the rows it delivered.
+- 429s are waited out here when the wait is short (`max_rate_limit_wait_s`),
+  honouring Retry-After and retry_after_ms; longer ones and outages are raised
+  so the stage decides (back off, stay healthy, show the outage in status).
+- No call blocks longer than its deadline; the stage's `tick` runs every
+  `tick_interval_s` meanwhile (transport.py).
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nio import AsyncClient, AsyncClientConfig, SyncResponse
+from nio.crypto import ENCRYPTION_ENABLED
+
+from mxarchiverd.sources.matrix_sync import session as sess
+from mxarchiverd.sources.matrix_sync.errors import (
+    Forbidden, HardLogout, LoginRejected, NotInRoom, RateLimited, RequestFailed, SoftLogout,
+    is_unknown_filter, scrub,
+)
+from mxarchiverd.sources.matrix_sync.events import room_version_of
+from mxarchiverd.sources.matrix_sync.filters import FILTERS_FILE, FilterIds, messages_filter
+from mxarchiverd.sources.matrix_sync.paging import PageJob
+from mxarchiverd.sources.matrix_sync.plan import MalformedSync
+from mxarchiverd.sources.matrix_sync.transport import Http, LoopRunner, Tick, q
+
+log = logging.getLogger(__name__)
+V3 = "/_matrix/client/v3"
+ADMIN = "/_synapse/admin/v1"
+NIO_STORE_DIR = "nio-store"
+PICKLE_KEY_FILE = "pickle.key"
+LOCK_FILE = "lock"
+FORBIDDEN_PICKLE_KEYS = frozenset({"", "DEFAULT_KEY"})
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    credentials: sess.Credentials
+    state_dir: Path
+    pickle_key: str | None = field(default=None, repr=False)  # None: a random one kept in state_dir
+    request_timeout_s: float = 30.0
+    tick_interval_s: float = 1.0
+    max_rate_limit_wait_s: float = 120.0
+    rate_limit_retries: int = 10
+
+
+@dataclass
+class SyncResult:
+    json: dict[str, Any]                  # the server's /sync answer
+    next_batch: str
+    nio_response: Any = None              # nio's SyncResponse (decrypted events), None if nio failed
+    housekeeping_problems: list[str] = field(default_factory=list)
+
+
+class MatrixSyncClient:
+    """Open with `MatrixSyncClient.open(settings)`; `.nio` is the underlying AsyncClient."""
+
+    def __init__(self, settings: ClientSettings, tick: Tick | None = None) -> None:
+        self.settings = settings
+        self.creds = settings.credentials
+        self.state_dir = settings.state_dir
+        self._lock = _lock_state_dir(self.state_dir)
+        try:
+            config = self._nio_config()
+            self.nio = AsyncClient(self.creds.homeserver_url.rstrip("/"), self.creds.username,
+                                   store_path=str(self._store_dir()), config=config)
+        except BaseException:
+            _unlock(self._lock)
+            raise
+        self.runner = LoopRunner(tick, settings.tick_interval_s)
+        self.http = Http(self.nio, self._secrets)
+        self.filters = FilterIds(self.state_dir / FILTERS_FILE)
+        self._room_versions: dict[str, str] = {}
+        self.login_action: sess.LoginAction | None = None
+
+    @classmethod
+    def open(cls, settings: ClientSettings, tick: Tick | None = None) -> MatrixSyncClient:
+        client = cls(settings, tick)
+        try:
+            client.login()
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    @property
+    def user_id(self) -> str:
+        return self.nio.user_id
+
+    @property
+    def device_id(self) -> str:
+        return self.nio.device_id
+
+    # Login ---------------------------------------------------------------
+
+    def login(self) -> sess.LoginAction:
+        stored = sess.load_session(sess.session_path(self.state_dir))
+        decision = sess.decide_login(stored, self.creds)
+        if decision.action is sess.LoginAction.RESTORE and stored is not None:
+            self.nio.restore_login(stored.user_id, stored.device_id, stored.access_token)
+            log.info("restored the login of %s on device %s", stored.user_id, stored.device_id)
+        elif decision.action is sess.LoginAction.ADOPT_TOKEN:
+            self._adopt_token()
+        else:
+            self._password_login(decision.device_id)
+        self.login_action = decision.action
+        return decision.action
+
+    def _adopt_token(self) -> None:
+        token = self.creds.access_token or ""
+        self.nio.access_token = token
+        try:
+            who = self._request("GET", f"{V3}/account/whoami", "GET whoami", relogin=False)
+        except (HardLogout, SoftLogout) as exc:
+            raise LoginRejected(f"matrix.access_token is not valid ({exc})") from None
+        user_id, device_id = who.get("user_id"), who.get("device_id")
+        if not isinstance(user_id, str) or not isinstance(device_id, str) or not device_id:
+            raise LoginRejected("matrix.access_token: the homeserver knows no device for this token; "
+                                "the E2EE store needs one (log in with a password instead)")
+        self._save_login(user_id, device_id, token, adopted=sess.token_fingerprint(token))
+        log.info("using the configured access token of %s on device %s", user_id, device_id)
+
+    def _password_login(self, device_id: str | None) -> None:
+        body: dict[str, Any] = {
+            "type": "m.login.password", "identifier": {"type": "m.id.user", "user": self.creds.username},
+            "password": self.creds.password, "initial_device_display_name": self.creds.device_name,
+        }
+        if device_id:
+            body["device_id"] = device_id
+        try:
+            reply = self._request("POST", f"{V3}/login", "POST /login", body=body, auth=False, login=True)
+        except Forbidden as exc:
+            raise LoginRejected(f"the homeserver refused the login of {self.creds.username} ({exc})"
+                                ) from None
+        user_id, new_device, token = (reply.get(k) for k in ("user_id", "device_id", "access_token"))
+        if not all(isinstance(v, str) and v for v in (user_id, new_device, token)):
+            raise LoginRejected("POST /login: the answer lacks user_id, device_id or access_token")
+        if device_id and new_device != device_id:
+            raise LoginRejected(f"POST /login: asked to keep device {device_id}, got {new_device}")
+        self._save_login(user_id, new_device, token, adopted=None)
+        log.info("logged in as %s on device %s%s", user_id, new_device,
+                 " (same device, after a soft logout)" if device_id else "")
+
+    def _save_login(self, user_id: str, device_id: str, token: str, adopted: str | None) -> None:
+        if not sess.same_user(user_id, self.creds.username or user_id):
+            raise LoginRejected(f"the homeserver says this login is {user_id}, "
+                                f"not matrix.username {self.creds.username}")
+        self.nio.restore_login(user_id, device_id, token)
+        sess.save_session(sess.session_path(self.state_dir), sess.StoredSession(
+            user_id, device_id, token, self.creds.homeserver_url, adopted))
+
+    def _relogin(self, cause: SoftLogout) -> None:
+        if not sess.wants_relogin(self.creds):
+            raise cause
+        log.warning("soft logout (%s); logging in again with device %s", cause, self.device_id)
+        self._password_login(self.device_id)
+
+    # Requests --------------------------------------------------------------
+
+    def _request(self, method: str, path: str, what: str, *, query: dict[str, Any] | None = None,
+                 body: Any = None, auth: bool = True, relogin: bool = True, login: bool = False,
+                 timeout_s: float | None = None) -> Any:
+        """The parsed JSON answer of one request (see `_call`)."""
+        timeout_s = timeout_s or self._timeout()
+        parsed, _raw = self._call(
+            lambda: self.http.request(method, path, query=query, body=body, auth=auth, what=what,
+                                      timeout_s=timeout_s),
+            what, relogin=relogin, login=login, timeout_s=timeout_s)
+        return parsed
+
+    def _call(self, make: Callable[[], Any], what: str, *, relogin: bool = True,
+              login: bool = False, timeout_s: float | None = None) -> Any:
+        """Run one request coroutine; re-login on a soft logout, wait out short rate limits."""
+        relogged = False
+        for attempt in range(self.settings.rate_limit_retries + 1):
+            try:
+                return self.runner.run(make(), (timeout_s or self._timeout()) + 5.0, what)
+            except HardLogout as exc:
+                if login or not relogin:
+                    raise
+                raise HardLogout(
+                    f"{exc}; device {self.device_id} of {self.user_id} is logged out and its keys "
+                    f"are void: move {sess.session_path(self.state_dir)} away to start a new device",
+                    status=exc.status, errcode=exc.errcode) from None
+            except SoftLogout as exc:
+                if login or not relogin or relogged:
+                    raise
+                self._relogin(exc)
+                relogged = True
+            except RateLimited as exc:
+                if attempt >= self.settings.rate_limit_retries or exc.retry_after > self.settings.max_rate_limit_wait_s:
+                    raise
+                log.warning("%s rate limited; retrying in %.1fs", what, exc.retry_after)
+                self.runner.sleep(exc.retry_after)
+        raise AssertionError("unreachable")
+
+    def _get(self, path: str, what: str, **query: Any) -> Any:
+        return self._request("GET", path, what, query=query)
+
+    def _timeout(self) -> float:
+        return self.settings.request_timeout_s
+
+    def _secrets(self) -> list[str | None]:
+        return [self.nio.access_token, self.creds.password, self.creds.access_token, self.settings.pickle_key]
+
+    # The API the stage uses ------------------------------------------------
+
+    def sync(self, since: str | None, timeout_ms: int, sync_filter: dict[str, Any]) -> SyncResult:
+        """One /sync (long poll up to `timeout_ms`), fed to nio, then nio's housekeeping."""
+        filter_id = self.filter_id(sync_filter)
+        try:
+            parsed, raw = self._sync_once(since, timeout_ms, filter_id)
+        except RequestFailed as exc:
+            if not is_unknown_filter(exc):
+                raise
+            log.warning("the homeserver forgot sync filter %s; uploading it again", filter_id)
+            self.filters.forget(self.user_id, sync_filter)
+            parsed, raw = self._sync_once(since, timeout_ms, self.filter_id(sync_filter))
+        next_batch = parsed.get("next_batch") if isinstance(parsed, dict) else None
+        if not isinstance(next_batch, str) or not next_batch:
+            raise MalformedSync("/sync answer has no next_batch")
+        result = SyncResult(parsed, next_batch, self._feed_nio(raw))
+        result.housekeeping_problems = self.housekeeping()
+        return result
+
+    def _sync_once(self, since: str | None, timeout_ms: int, filter_id: str) -> tuple[Any, bytes]:
+        query = {"since": since, "timeout": timeout_ms, "filter": filter_id}
+        bound = timeout_ms / 1000 + self._timeout()
+        return self._call(lambda: self.http.request("GET", f"{V3}/sync", query=query, what="GET /sync",
+                                                    timeout_s=bound), "GET /sync", timeout_s=bound)
+
+    def _feed_nio(self, raw: bytes) -> Any:
+        """Let nio's Olm machine see the sync; a failure there must not lose the events."""
+        async def feed() -> Any:
+            response = SyncResponse.from_dict(json.loads(raw))
+            if not isinstance(response, SyncResponse):
+                log.error("nio could not read this /sync answer (%s); E2EE state not updated",
+                          type(response).__name__)
+                return None
+            await self.nio.receive_response(response)
+            return response
+        try:
+            return self.runner.run(feed(), self._timeout(), "nio sync handling")
+        except Exception as exc:  # noqa: BLE001 - the raw events still reach the archive
+            log.error("nio failed on a /sync answer (%s: %s); E2EE state not updated",
+                      type(exc).__name__, scrub(str(exc), self._secrets()))
+            return None
+
+    def housekeeping(self) -> list[str]:
+        """What sync_forever does after each sync; failures are reported, retried next time."""
+        calls: list[tuple[str, Callable[[], Any]]] = [("send_to_device", self.nio.send_to_device_messages)]
+        if self.nio.should_upload_keys:
+            calls.append(("keys_upload", self.nio.keys_upload))
+        if self.nio.should_query_keys:
+            calls.append(("keys_query", self.nio.keys_query))
+        if self.nio.should_claim_keys:
+            calls.append(("keys_claim", lambda: self.nio.keys_claim(self.nio.get_users_for_key_claiming())))
+        return [p for name, call in calls if (p := self._housekeep(name, call))]
+
+    def _housekeep(self, name: str, call: Callable[[], Any]) -> str | None:
+        try:
+            result = self.runner.run(call(), self._timeout() + 5.0, name)
+        except Exception as exc:  # noqa: BLE001 - housekeeping is retried after the next sync
+            problem = scrub(f"{name}: {type(exc).__name__}: {exc}", self._secrets())
+        else:
+            errors = [r for r in (result if isinstance(result, list) else [result])
+                      if type(r).__name__.endswith("Error")]
+            if not errors:
+                return None
+            problem = scrub(f"{name}: {errors[0]}", self._secrets())
+        log.warning("housekeeping %s", problem)
+        return problem
+
+    def filter_id(self, body: dict[str, Any]) -> str:
+        return self.filters.ensure(self.user_id, body, self.upload_filter)
+
+    def upload_filter(self, body: dict[str, Any]) -> str:
+        reply = self._request("POST", f"{V3}/user/{q(self.user_id)}/filter", "POST filter", body=body)
+        filter_id = reply.get("filter_id") if isinstance(reply, dict) else None
+        if not isinstance(filter_id, str) or not filter_id:
+            raise RequestFailed("POST filter: the answer has no filter_id")
+        return filter_id
+
+    def messages(self, room_id: str, from_token: str | None, to_token: str | None = None,
+                 direction: str = "b", limit: int = 500, room_filter: dict[str, Any] | None = None
+                 ) -> dict[str, Any]:
+        """GET /rooms/{room}/messages: the raw answer (chunk, start, end, state)."""
+        room_filter = messages_filter() if room_filter is None else room_filter
+        return self._get(f"{V3}/rooms/{q(room_id)}/messages", f"GET /messages {room_id}",
+                         **{"from": from_token, "to": to_token, "dir": direction, "limit": limit,
+                            "filter": json.dumps(room_filter) if room_filter else None})
+
+    def admin_messages(self, room_id: str, from_token: str | None, to_token: str | None = None,
+                       direction: str = "b", limit: int = 500) -> dict[str, Any]:
+        """Synapse's admin /messages: every event the server has, membership and visibility aside."""
+        return self._get(f"{ADMIN}/rooms/{q(room_id)}/messages", f"GET admin /messages {room_id}",
+                         **{"from": from_token, "to": to_token, "dir": direction, "limit": limit})
+
+    def fetcher(self, admin: bool = False) -> Callable[[PageJob], dict[str, Any]]:
+        """A paging.Fetch over the client (or admin) /messages API."""
+        read = self.admin_messages if admin else self.messages
+        return lambda job: read(job.room_id, job.from_token, job.to_token, job.direction, job.limit)
+
+    def join(self, room_or_alias: str) -> str:
+        """Join (or stay in) a room by id or alias; its room id."""
+        reply = self._request("POST", f"{V3}/join/{q(room_or_alias)}", f"POST join {room_or_alias}", body={})
+        room_id = reply.get("room_id") if isinstance(reply, dict) else None
+        if not isinstance(room_id, str):
+            raise RequestFailed(f"POST join {room_or_alias}: the answer has no room_id")
+        return room_id
+
+    def joined_rooms(self) -> list[str]:
+        reply = self._get(f"{V3}/joined_rooms", "GET joined_rooms")
+        rooms = reply.get("joined_rooms") if isinstance(reply, dict) else None
+        return [r for r in rooms if isinstance(r, str)] if isinstance(rooms, list) else []
+
+    def whoami(self) -> dict[str, Any]:
+        return self._get(f"{V3}/account/whoami", "GET whoami")
+
+    def is_server_admin(self) -> bool:
+        """Whether Synapse's admin API answers for this account (hidden, or not an admin: False)."""
+        try:
+            reply = self._get(f"{ADMIN}/users/{q(self.user_id)}/admin", "GET admin status")
+        except RequestFailed as exc:
+            log.info("no Synapse admin API for %s (%s)", self.user_id, exc)
+            return False
+        return isinstance(reply, dict) and reply.get("admin") is True
+
+    def state_event(self, room_id: str, event_type: str, state_key: str = "") -> dict[str, Any] | None:
+        """A state event's content, None if the room has none of that type."""
+        path = f"{V3}/rooms/{q(room_id)}/state/{q(event_type)}/{q(state_key)}"
+        try:
+            return self._get(path, f"GET state {event_type} {room_id}")
+        except RequestFailed as exc:
+            if exc.status == 404 and not isinstance(exc, NotInRoom):
+                return None
+            raise
+
+    def room_version(self, room_id: str) -> str:
+        """The room's version (from m.room.create), remembered per room."""
+        if room_id not in self._room_versions:
+            self._room_versions[room_id] = room_version_of(self.state_event(room_id, "m.room.create"))
+        return self._room_versions[room_id]
+
+    def pause(self, seconds: float) -> None:
+        """Wait, ticking (a stage's backoff); Interrupted if the tick asks to stop."""
+        self.runner.sleep(seconds)
+
+    # Lifecycle ---------------------------------------------------------------
+
+    def _nio_config(self) -> AsyncClientConfig:
+        return AsyncClientConfig(
+            max_limit_exceeded=0, max_timeouts=0, request_timeout=self.settings.request_timeout_s,
+            store_sync_tokens=False, encryption_enabled=ENCRYPTION_ENABLED,
+            pickle_key=self._pickle_key())
+
+    def _pickle_key(self) -> str:
+        key = self.settings.pickle_key
+        if key is None:
+            return sess.load_or_create_secret(self.state_dir / PICKLE_KEY_FILE)
+        if key in FORBIDDEN_PICKLE_KEYS:
+            raise ValueError("matrix pickle key: empty or nio's public default; set a secret")
+        return key
+
+    def _store_dir(self) -> Path:
+        path = self.state_dir / NIO_STORE_DIR
+        path.mkdir(mode=sess.DIR_MODE, parents=True, exist_ok=True)
+        return path
+
+    def close(self) -> None:
+        """Close the HTTP session and the loop; the login stays valid (never logout())."""
+        try:
+            if not self.runner.loop.is_closed():
+                self.runner.loop.run_until_complete(self.nio.close())
+        finally:
+            self.runner.close()
+            _unlock(self._lock)
+
+    def __enter__(self) -> MatrixSyncClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _lock_state_dir(state_dir: Path) -> int:
+    """One process per state directory: two would share a device and corrupt its Olm state."""
+    sess.ensure_state_dir(state_dir)
+    fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise sess.SessionFileError(f"{state_dir}: in use by another mxarchiverd process") from None
+    return fd
+
+
+def _unlock(fd: int) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
