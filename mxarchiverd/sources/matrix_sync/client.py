@@ -63,6 +63,15 @@ class ClientSettings:
 
 
 @dataclass
+class ClientStats:
+    """Counters for the stage's status line."""
+
+    rate_limited: int = 0                  # 429s waited out inside the client
+    last_retry_after: float | None = None  # seconds, of the latest of them
+    soft_logouts: int = 0                  # repaired by logging in again
+
+
+@dataclass
 class SyncResult:
     json: dict[str, Any]                  # the server's /sync answer
     next_batch: str
@@ -90,6 +99,7 @@ class MatrixSyncClient:
         self.filters = FilterIds(self.state_dir / FILTERS_FILE)
         self._room_versions: dict[str, str] = {}
         self.login_action: sess.LoginAction | None = None
+        self.stats = ClientStats()
 
     @classmethod
     def open(cls, settings: ClientSettings, tick: Tick | None = None) -> MatrixSyncClient:
@@ -204,11 +214,14 @@ class MatrixSyncClient:
                 if login or not relogin or relogged:
                     raise
                 self._relogin(exc)
+                self.stats.soft_logouts += 1
                 relogged = True
             except RateLimited as exc:
                 if attempt >= self.settings.rate_limit_retries or exc.retry_after > self.settings.max_rate_limit_wait_s:
                     raise
                 log.warning("%s rate limited; retrying in %.1fs", what, exc.retry_after)
+                self.stats.rate_limited += 1
+                self.stats.last_retry_after = exc.retry_after
                 self.runner.sleep(exc.retry_after)
         raise AssertionError("unreachable")
 
