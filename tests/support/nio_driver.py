@@ -171,3 +171,8 @@ def list_devices(synapse: SynapseServer, admin: NioDriver, user_id: str) -> list
     """The user's device ids, through the admin API (works when the user's own token is void)."""
     reply = admin.admin("GET", f"/_synapse/admin/v2/users/{user_id}/devices")
     return sorted(d["device_id"] for d in reply["devices"])
+
+
+def unique(prefix: str) -> str:
+    """A fresh localpart: the Synapse fixture is shared by the whole session."""
+    return f"{prefix}_{secrets.token_hex(4)}"

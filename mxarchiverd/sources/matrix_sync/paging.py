@@ -9,7 +9,11 @@ omits `end`), or an event the archive already holds (a gap's or hole's start).
 
 History to creation is complete only if m.room.create was reached: a missing
 `end` also means "no permission to see further" (spec), so otherwise the oldest
-event reached is reported as the room's lower bound.
+event reached is reported as the room's lower bound. Reaching creation is not
+enough either when a `joined` or `invited` history visibility was passed: the
+server still shows the creation state (sent under the default `shared`) but
+hides what was sent under the restriction before the bot's membership, with no
+sign in the pages. Such history is reported as not known to be complete.
 
 Every page says where to resume (`resume_from`), so the caller commits that token
 with the page's rows and a restart continues from it.
@@ -28,6 +32,8 @@ MAX_PAGE_LIMIT = 1000
 END = "end"                 # the server gave no `end`: nothing more to see from here
 STOP_EVENT = "stop_event"   # reached an event the archive already holds
 STALLED = "stalled"         # the server returned the token it was given with nothing in it
+# Visibilities under which a later member does not see what was sent before it joined.
+RESTRICTED_VISIBILITY = frozenset({"joined", "invited"})
 
 
 class PagingError(ValueError):
@@ -45,6 +51,7 @@ class PageJob:
     direction: str = "b"
     limit: int = DEFAULT_PAGE_LIMIT
     create_seen: bool = False       # m.room.create already reached (by an earlier run of this job)
+    restricted_by: str | None = None  # a joined/invited history_visibility event already passed
     lowest_event_id: str | None = None
     lowest_ts: int | None = None
 
@@ -66,14 +73,15 @@ class Page:
     done: bool
     reason: str | None                # END, STOP_EVENT, STALLED once done
     create_seen: bool                 # m.room.create reached in this job so far
+    restricted_by: str | None         # a joined/invited history_visibility event passed so far
     lowest_event_id: str | None       # the oldest event reached so far (dir=b)
     lowest_ts: int | None
     next_job: PageJob | None          # the job to continue with, None once done
 
     @property
     def complete(self) -> bool:
-        """History reached creation (only meaningful for a job paging back without a stop)."""
-        return self.done and self.create_seen
+        """History reached creation with nothing hidden on the way (for a job paging back to creation)."""
+        return self.done and self.create_seen and self.restricted_by is None
 
 
 Fetch = Callable[[PageJob], Any]
@@ -90,15 +98,17 @@ def read_page(job: PageJob, response: Any) -> Page:
     end = end if isinstance(end, str) and end else None
     reason = _reason(job, end, hit_stop, chunk)
     create_seen = job.create_seen or any(_is_create(e) for e in events)
+    restricted_by = job.restricted_by or _restricting_visibility(events)
     lowest_id, lowest_ts = _lowest(job, events)
     next_job = None if reason else replace(
-        job, from_token=end, create_seen=create_seen, lowest_event_id=lowest_id, lowest_ts=lowest_ts)
+        job, from_token=end, create_seen=create_seen, restricted_by=restricted_by,
+        lowest_event_id=lowest_id, lowest_ts=lowest_ts)
     state = response.get("state")
     return Page(
         room_id=job.room_id, events=tuple(events),
         state=tuple(state) if isinstance(state, list) else (),
         resume_from=None if reason else end, done=reason is not None, reason=reason,
-        create_seen=create_seen, lowest_event_id=lowest_id, lowest_ts=lowest_ts, next_job=next_job)
+        create_seen=create_seen, restricted_by=restricted_by, lowest_event_id=lowest_id, lowest_ts=lowest_ts, next_job=next_job)
 
 
 def _reason(job: PageJob, end: str | None, hit_stop: bool, chunk: list[Any]) -> str | None:
@@ -123,6 +133,17 @@ def _until_stop(chunk: list[Any], stop_ids: frozenset[str]) -> tuple[list[Any], 
 
 def _is_create(event: Any) -> bool:
     return isinstance(event, dict) and event.get("type") == "m.room.create" and event.get("state_key") == ""
+
+
+def _restricting_visibility(events: list[Any]) -> str | None:
+    for event in events:
+        if (isinstance(event, dict) and event.get("type") == "m.room.history_visibility"
+                and event.get("state_key") == ""
+                and isinstance(event.get("content"), dict)
+                and event["content"].get("history_visibility") in RESTRICTED_VISIBILITY):
+            event_id = event.get("event_id")
+            return event_id if isinstance(event_id, str) else "unknown"
+    return None
 
 
 def _lowest(job: PageJob, events: list[Any]) -> tuple[str | None, int | None]:
