@@ -1,12 +1,16 @@
 """The bot's own membership: kicks, bans, leaves, invites, and the holes they leave (pure).
 
-A bot that is out of a room sees nothing sent there (history visibility applies
-at send time, spec; bot-mode-facts §2.2), so each kick, ban or leave opens a
-**hole**: from the last event it saw (the kick itself, the last event delivered
-before losing the room) to the first event after it is back (its own join). The
-archive records the hole with these bounds so status and verify can name what is
-missing; an admin token can fill it (paging.py with the admin /messages API,
-stopping at the hole's start).
+A bot that is out of a room is sent nothing from it, so each kick, ban or leave
+opens a **hole**: from the last event it saw (the kick itself, the last event
+delivered before losing the room) to the first event after it is back (its own
+join). The archive records the hole with these bounds so status and verify can
+name what is missing until it is filled, by paging back from the live end to the
+hole's start (paging.hole_job):
+- with the bot's own /messages, once it is joined again, if the room's history
+  visibility was `shared` or `world_readable` during the hole: the spec makes
+  all such history visible to current members, and Synapse does so [ran];
+- otherwise (`joined`, `invited`) only through Synapse's admin /messages API,
+  which ignores visibility, or never (the hole is reported as unfillable).
 
 mautrix bridges kick Matrix users that are not in the remote chat, reason "User
 is not in remote chat" (bot-mode-facts §4); the reason is kept for the warning.
@@ -64,14 +68,19 @@ class Invite:
     is_direct: bool
 
 
-def own_membership_changes(room_id: str, events: Iterable[Any], bot_user_id: str,
-                           *, left: bool = False) -> list[MembershipChange]:
-    """The bot's m.room.member events in `events`, in order.
+def own_membership_changes(room_id: str, state: Iterable[Any], timeline: Iterable[Any],
+                           bot_user_id: str, *, left: bool = False) -> list[MembershipChange]:
+    """The bot's membership changes in one room of a sync, in order.
 
-    For a room under rooms.leave that shows no such event (the server may leave it
-    out), a change without an event id still reports that access was lost.
+    The state block is the state *before* the timeline: after a rejoin it holds
+    the bot's old join while the timeline repeats the kick. So the timeline's own
+    m.room.member events are the changes, and the state block's count only when
+    the timeline has none (the timeline began after the change). For a room under
+    rooms.leave that shows no such event, a change without an event id still
+    reports that access was lost.
     """
-    changes = [_change(room_id, e, bot_user_id) for e in events if _is_own_member(e, bot_user_id)]
+    changes = ([_change(room_id, e, bot_user_id) for e in timeline if _is_own_member(e, bot_user_id)]
+               or [_change(room_id, e, bot_user_id) for e in state if _is_own_member(e, bot_user_id)])
     if left and not any(c.membership in LOSES_ACCESS for c in changes):
         changes.append(MembershipChange(room_id, "leave", None, None, None, None, None, bot_user_id))
     return changes
@@ -126,6 +135,20 @@ class Hole:
         return self.before_event_id is None
 
 
+# Visibilities under which a current member sees what was sent while it was out.
+MEMBER_SEES_PAST = frozenset({"shared", "world_readable"})
+
+
+def fillable_by_member(visibility_during_hole: str | None) -> bool:
+    """Whether the bot's own /messages, after rejoining, shows what it missed.
+
+    `visibility_during_hole` is the m.room.history_visibility in force when the
+    hole opened (None: never set, which the spec reads as `shared`). A change of
+    visibility while out is visible in the pages themselves (paging.Page.restricted_by).
+    """
+    return (visibility_during_hole or "shared") in MEMBER_SEES_PAST
+
+
 def open_hole(change: MembershipChange) -> Hole:
     return Hole(change.room_id, change.kind, change.sender, change.reason,
                 change.event_id, change.origin_server_ts)
@@ -143,11 +166,15 @@ class HoleUpdate:
 
 
 def track_holes(open_holes: Mapping[str, Hole], changes: Iterable[MembershipChange]) -> HoleUpdate:
-    """Fold the bot's membership changes (in order) into the rooms' holes."""
+    """Fold the bot's membership changes (in order) into the rooms' holes.
+
+    A sync may show the event that opened a hole again (a rejoined room's timeline
+    reaches back over the kick); what came before it is older than the hole.
+    """
     current = dict(open_holes)
     opened: list[Hole] = []
     closed: list[Hole] = []
-    for change in changes:
+    for change in _after_known_starts(current, list(changes)):
         hole = current.get(change.room_id)
         if change.loses_access and hole is None:
             current[change.room_id] = new = open_hole(change)
@@ -156,6 +183,17 @@ def track_holes(open_holes: Mapping[str, Hole], changes: Iterable[MembershipChan
             closed.append(close_hole(hole, change))
             del current[change.room_id]
     return HoleUpdate(tuple(opened), tuple(closed), current)
+
+
+def _after_known_starts(holes: Mapping[str, Hole], changes: list[MembershipChange]
+                        ) -> list[MembershipChange]:
+    """`changes` without, per room, everything up to and including its open hole's start event."""
+    cut: dict[str, int] = {}
+    for index, change in enumerate(changes):
+        hole = holes.get(change.room_id)
+        if hole is not None and hole.after_event_id and change.event_id == hole.after_event_id:
+            cut[change.room_id] = index
+    return [c for i, c in enumerate(changes) if i > cut.get(c.room_id, -1)]
 
 
 def _dict(value: Any) -> dict[str, Any]:

@@ -59,6 +59,7 @@ class RoomPlan:
     # m.room.create opens the timeline: this sync holds the room's whole history.
     history_complete: bool = False
     room_version: str | None = None          # from an m.room.create in this sync, if any
+    memberships: tuple[MembershipChange, ...] = ()  # the bot's own, in order
     problems: tuple[str, ...] = ()           # room-level oddities (not per event)
 
 
@@ -102,8 +103,7 @@ def plan_sync(response: Any, inputs: PlanInputs) -> SyncPlan:
     rooms = [plan_room(room_id, body, section, inputs)
              for section in ("join", "leave")
              for room_id, body in _rooms(rooms_obj, section, problems)]
-    memberships = [change for r in rooms for change in own_membership_changes(
-        r.room_id, r.events, inputs.bot_user_id, left=r.section == "leave")]
+    memberships = [change for r in rooms for change in r.memberships]
     invites = [invite_of(room_id, body, inputs.bot_user_id)
                for room_id, body in _rooms(rooms_obj, "invite", problems)]
     return SyncPlan(inputs.since, next_batch, tuple(rooms), tuple(memberships), tuple(invites),
@@ -126,7 +126,9 @@ def plan_room(room_id: str, body: Any, section: str, inputs: PlanInputs) -> Room
     return RoomPlan(
         room_id=room_id, section=section, events=events, limited=limited, prev_batch=prev_batch,
         gap=gap, history=history, new=new, history_complete=complete,
-        room_version=_room_version(create), problems=tuple(problems))
+        room_version=_room_version(create), problems=tuple(problems),
+        memberships=tuple(own_membership_changes(room_id, state, timeline, inputs.bot_user_id,
+                                                 left=section == "leave")))
 
 
 def _jobs(room_id: str, section: str, new: bool, limited: bool, prev_batch: str | None,
