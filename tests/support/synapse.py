@@ -7,6 +7,7 @@ Fixtures:
   costs many seconds, so one instance serves the whole test session; tests keep
   apart by creating their own users and rooms.
 - ``synapse_db`` (function): an autocommit psycopg connection to Synapse's DB.
+- ``limited_synapse`` (module): another Synapse with low rate limits (429 tests).
 """
 
 from __future__ import annotations
@@ -272,3 +273,21 @@ def synapse(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory
 def synapse_db(synapse: SynapseServer) -> Iterator[psycopg.Connection]:
     with psycopg.connect(synapse.db_dsn, autocommit=True) as conn:
         yield conn
+
+
+# Low enough that a bot joining a few rooms, or logging in twice, gets 429s.
+LOW = {"per_second": 0.5, "burst_count": 1}
+LOW_RATE_LIMITS: dict[str, Any] = {
+    "rc_joins": {"local": LOW, "remote": LOW},
+    "rc_login": {"address": LOW, "account": LOW, "failed_attempts": UNLIMITED},
+    "rc_message": {"per_second": 1, "burst_count": 3},
+}
+
+
+@pytest.fixture(scope="module")
+def limited_synapse(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory
+                    ) -> Iterator[SynapseServer]:
+    """A second Synapse whose rc_joins, rc_login and rc_message answer 429 readily."""
+    with running_synapse(pg_server, tmp_path_factory.mktemp("synapse-limited"),
+                         rate_limits=LOW_RATE_LIMITS) as server:
+        yield server

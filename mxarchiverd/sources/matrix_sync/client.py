@@ -68,6 +68,7 @@ class ClientStats:
 
     rate_limited: int = 0                  # 429s waited out inside the client
     last_retry_after: float | None = None  # seconds, of the latest of them
+    rate_limit_wait_s: float = 0.0         # total time spent waiting them out
     soft_logouts: int = 0                  # repaired by logging in again
 
 
@@ -222,6 +223,7 @@ class MatrixSyncClient:
                 log.warning("%s rate limited; retrying in %.1fs", what, exc.retry_after)
                 self.stats.rate_limited += 1
                 self.stats.last_retry_after = exc.retry_after
+                self.stats.rate_limit_wait_s += exc.retry_after
                 self.runner.sleep(exc.retry_after)
         raise AssertionError("unreachable")
 
