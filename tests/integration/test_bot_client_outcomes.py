@@ -19,7 +19,7 @@ from tests.support.nio_driver import NioDriver, unique
 from tests.support.pg import free_port
 from tests.support.synapse import SynapseServer
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.synapse
 PICKLE = "pickle-" + "o" * 24
 
 
@@ -95,3 +95,18 @@ def test_rooms_the_bot_may_not_read_or_join(alice: NioDriver, bot: MatrixSyncCli
     assert bot.join(room) == room
     assert bot.room_version(room) == bot.state_event(room, "m.room.create")["room_version"]
     assert bot.state_event(room, "m.room.topic") is None
+
+
+def test_nio_behind_the_client_gets_room_keys_from_its_syncs(alice: NioDriver, bot: MatrixSyncClient) -> None:
+    """The seam for E2EE: raw JSON keeps the ciphertext, `.nio` decrypts with keys the syncs delivered."""
+    room = alice.create_room(encrypted=True, invite=(bot.user_id,))
+    bot.join(room)
+    since = bot.sync(None, 0, first_sync_filter()).next_batch  # housekeeping uploads the device keys
+    alice.sync_once()
+    event_id = alice.send_text(room, "secret words")
+    result = bot.sync(since, 5000, sync_filter(10))
+    raw = [e for e in result.json["rooms"]["join"][room]["timeline"]["events"] if e["event_id"] == event_id]
+    assert raw and raw[0]["type"] == "m.room.encrypted" and "secret words" not in str(raw)
+    decrypted = [e for e in result.nio_response.rooms.join[room].timeline.events if e.event_id == event_id]
+    assert getattr(decrypted[0], "body", None) == "secret words"
+    assert result.housekeeping_problems == []

@@ -15,7 +15,7 @@ from tests.integration.test_bot_gaps_and_history import (  # noqa: F401 - fixtur
 from tests.support.nio_driver import NioDriver, register_bot, unique
 from tests.support.synapse import SynapseServer
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.synapse
 BRIDGE_REASON = "User is not in remote chat"
 
 

@@ -17,7 +17,7 @@ from mxarchiverd.sources.matrix_sync.session import (
 from tests.support.nio_driver import NioDriver, list_devices, register_bot
 from tests.support.synapse import SynapseServer
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.synapse
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from mxarchiverd.sources.matrix_sync.session import Credentials
 from tests.support.nio_driver import NioDriver, register_bot, unique
 from tests.support.synapse import SynapseServer
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.synapse
 
 
 def open_bot(synapse: SynapseServer, state_dir: Path, **overrides) -> MatrixSyncClient:
