@@ -2,67 +2,29 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from mxarchiverd.sources.matrix_sync.client import ClientSettings, MatrixSyncClient
-from mxarchiverd.sources.matrix_sync.filters import first_sync_filter, sync_filter
+from mxarchiverd.sources.matrix_sync.client import MatrixSyncClient
 from mxarchiverd.sources.matrix_sync.paging import END, gap_job, history_job, pages
-from mxarchiverd.sources.matrix_sync.plan import PlanInputs, SyncPlan, plan_sync
-from mxarchiverd.sources.matrix_sync.session import Credentials
-from tests.support.nio_driver import NioDriver, register_bot, unique
-from tests.support.synapse import SynapseServer
+from tests.support.nio_driver import NioDriver, ids, room_with_bot, sync_plan
 
 pytestmark = pytest.mark.synapse
 
 
-@pytest.fixture
-def alice(synapse: SynapseServer, tmp_path: Path) -> Iterator[NioDriver]:
-    driver = NioDriver.register(synapse, unique("alice"), tmp_path / "drivers")
-    yield driver
-    driver.close()
-
-
-@pytest.fixture
-def bot(synapse: SynapseServer, tmp_path: Path) -> Iterator[MatrixSyncClient]:
-    user_id, password = register_bot(synapse, unique("bot"))
-    settings = ClientSettings(Credentials(synapse.base_url, user_id, password), tmp_path / "state",
-                              pickle_key="pickle-" + "k" * 24, request_timeout_s=20)
-    with MatrixSyncClient.open(settings) as client:
-        yield client
-
-
-def room_with_bot(alice: NioDriver, bot: MatrixSyncClient, **kwargs) -> str:
-    room = alice.create_room(invite=(bot.user_id,), **kwargs)
-    bot.join(room)
-    return room
-
-
-def sync_plan(bot: MatrixSyncClient, since: str | None, limit: int, known: set[str],
-              backfill: bool = False) -> SyncPlan:
-    body = first_sync_filter() if since is None else sync_filter(limit)
-    result = bot.sync(since, 0, body)
-    return plan_sync(result.json, PlanInputs(since, bot.user_id, known, lambda room: backfill))
-
-
-def ids(events) -> list[str]:
-    return [e["event_id"] for e in events]
-
-
-def test_limited_timeline_gap_is_closed_exactly_once(alice: NioDriver, bot: MatrixSyncClient) -> None:
-    rooms = [room_with_bot(alice, bot) for _ in range(2)]
-    first = sync_plan(bot, None, 1, set())
+def test_limited_timeline_gap_is_closed_exactly_once(nio_alice: NioDriver,
+                                                     bot_client: MatrixSyncClient) -> None:
+    rooms = [room_with_bot(nio_alice, bot_client) for _ in range(2)]
+    first = sync_plan(bot_client, None, 1, set())
     assert {r.room_id for r in first.rooms} >= set(rooms)
-    sent = {room: alice.send_many(room, 40, prefix=f"gap {room}") for room in rooms}  # bot "stopped"
-    plan = sync_plan(bot, first.next_batch, 2, set(rooms))
+    sent = {room: nio_alice.send_many(room, 40, prefix=f"gap {room}") for room in rooms}  # bot "stopped"
+    plan = sync_plan(bot_client, first.next_batch, 2, set(rooms))
     for room in rooms:
         room_plan = plan.room(room)
         assert room_plan.limited and room_plan.gap is not None
         assert room_plan.gap.to_token == first.next_batch and room_plan.history is None
         job = gap_job(room, room_plan.gap.from_token, room_plan.gap.to_token, limit=7)
-        paged = [e for page in pages(bot.fetcher(), job) for e in page.events]
+        paged = [e for page in pages(bot_client.fetcher(), job) for e in page.events]
         seen = Counter(ids(room_plan.events) + ids(paged))
         messages = [i for i, n in seen.items() if i in set(sent[room])]
         assert sorted(messages) == sorted(sent[room])
@@ -73,15 +35,15 @@ def test_limited_timeline_gap_is_closed_exactly_once(alice: NioDriver, bot: Matr
         assert all(e["type"] == "m.room.member" for e in extra)
 
 
-def test_history_pages_to_room_creation(alice: NioDriver, bot: MatrixSyncClient) -> None:
-    room = alice.create_room(name="history")
-    before = alice.send_many(room, 30, prefix="old")
-    alice.invite(room, bot.user_id)
-    bot.join(room)
-    plan = sync_plan(bot, None, 1, set(), backfill=True)
+def test_history_pages_to_room_creation(nio_alice: NioDriver, bot_client: MatrixSyncClient) -> None:
+    room = nio_alice.create_room(name="history")
+    before = nio_alice.send_many(room, 30, prefix="old")
+    nio_alice.invite(room, bot_client.user_id)
+    bot_client.join(room)
+    plan = sync_plan(bot_client, None, 1, set(), backfill=True)
     room_plan = plan.room(room)
     assert room_plan.new and room_plan.history is not None and not room_plan.history_complete
-    paged = list(pages(bot.fetcher(), history_job(room, room_plan.history.from_token, limit=8)))
+    paged = list(pages(bot_client.fetcher(), history_job(room, room_plan.history.from_token, limit=8)))
     last = paged[-1]
     assert last.done and last.reason == END and last.complete
     assert all(not p.done for p in paged[:-1]) and all(p.resume_from for p in paged[:-1])
@@ -91,20 +53,20 @@ def test_history_pages_to_room_creation(alice: NioDriver, bot: MatrixSyncClient)
     assert events[-1]["type"] == "m.room.create" and last.lowest_event_id == events[-1]["event_id"]
     # After a restart only the committed token is left: paging from it gives the rest, the same.
     token = paged[1].resume_from
-    rest = [e for p in pages(bot.fetcher(), history_job(room, token, limit=8)) for e in p.events]
+    rest = [e for p in pages(bot_client.fetcher(), history_job(room, token, limit=8)) for e in p.events]
     assert ids(rest) == ids([e for p in paged[2:] for e in p.events])
 
 
-def test_history_not_visible_to_the_bot_reports_its_lower_bound(alice: NioDriver,
-                                                                bot: MatrixSyncClient) -> None:
-    room = alice.create_room(history_visibility="joined")
-    hidden = alice.send_many(room, 5, prefix="before the bot")
-    alice.invite(room, bot.user_id)
-    bot.join(room)
-    visible = alice.send_many(room, 3, prefix="after the join")
-    plan = sync_plan(bot, None, 1, set(), backfill=True)
+def test_history_not_visible_to_the_bot_reports_its_lower_bound(nio_alice: NioDriver,
+                                                                bot_client: MatrixSyncClient) -> None:
+    room = nio_alice.create_room(history_visibility="joined")
+    hidden = nio_alice.send_many(room, 5, prefix="before the bot")
+    nio_alice.invite(room, bot_client.user_id)
+    bot_client.join(room)
+    visible = nio_alice.send_many(room, 3, prefix="after the join")
+    plan = sync_plan(bot_client, None, 1, set(), backfill=True)
     job = history_job(room, plan.room(room).history.from_token, limit=2)
-    paged = list(pages(bot.fetcher(), job))
+    paged = list(pages(bot_client.fetcher(), job))
     events = [e for p in paged for e in p.events]
     assert not set(hidden) & set(ids(events))
     assert set(visible[:-1]) <= set(ids(events))  # the last one came in the sync's timeline
@@ -112,7 +74,7 @@ def test_history_not_visible_to_the_bot_reports_its_lower_bound(alice: NioDriver
     # Creation state is visible (sent under the default "shared"), the messages are not.
     assert last.reason == END and last.create_seen and last.restricted_by and not last.complete
     bot_join = next(e for e in events if e["type"] == "m.room.member"
-                    and e["state_key"] == bot.user_id and e["content"]["membership"] == "join")
+                    and e["state_key"] == bot_client.user_id and e["content"]["membership"] == "join")
     assert last.lowest_event_id == ids(events)[-1]
     older = events[ids(events).index(bot_join["event_id"]) + 1:]
     assert older and all("state_key" in e for e in older), "only state from before the join is shown"

@@ -8,13 +8,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from mxarchiverd.sources.matrix_sync.client import ClientSettings, MatrixSyncClient
+from mxarchiverd.sources.matrix_sync.client import MatrixSyncClient
 from mxarchiverd.sources.matrix_sync.errors import HardLogout
 from mxarchiverd.sources.matrix_sync.filters import first_sync_filter
-from mxarchiverd.sources.matrix_sync.session import (
-    Credentials, LoginAction, load_session, session_path,
-)
-from tests.support.nio_driver import NioDriver, list_devices, register_bot
+from mxarchiverd.sources.matrix_sync.session import LoginAction, load_session, session_path
+from tests.support.nio_driver import NioDriver, bot_settings, list_devices, register_bot, unique
 from tests.support.synapse import SynapseServer
 
 pytestmark = pytest.mark.synapse
@@ -22,20 +20,14 @@ pytestmark = pytest.mark.synapse
 
 @pytest.fixture
 def admin(synapse: SynapseServer, tmp_path: Path):
-    driver = NioDriver.register(synapse, f"admin_{tmp_path.name[-12:]}".lower().replace("-", "_"),
-                                tmp_path / "drivers", admin=True)
+    driver = NioDriver.register(synapse, unique("admin"), tmp_path / "drivers", admin=True)
     yield driver
     driver.close()
 
 
-def settings_for(synapse: SynapseServer, user_id: str, password: str, state_dir: Path) -> ClientSettings:
-    return ClientSettings(Credentials(synapse.base_url, user_id, password, device_name="archiver"),
-                          state_dir, pickle_key="test-pickle-key-" + "x" * 16, request_timeout_s=20)
-
-
 def test_ten_restarts_keep_one_device(synapse: SynapseServer, admin: NioDriver, tmp_path: Path) -> None:
-    user_id, password = register_bot(synapse, "bot_restarts")
-    settings = settings_for(synapse, user_id, password, tmp_path / "state")
+    user_id, password = register_bot(synapse, unique("bot_restarts"))
+    settings = bot_settings(synapse, user_id, password, tmp_path / "state")
     actions, devices, since = [], set(), None
     for _ in range(10):
         with MatrixSyncClient.open(settings) as client:
@@ -53,8 +45,8 @@ def test_ten_restarts_keep_one_device(synapse: SynapseServer, admin: NioDriver, 
 
 def test_soft_logout_logs_in_again_on_the_same_device(
         synapse: SynapseServer, admin: NioDriver, synapse_db: psycopg.Connection, tmp_path: Path) -> None:
-    user_id, password = register_bot(synapse, "bot_soft")
-    settings = settings_for(synapse, user_id, password, tmp_path / "state")
+    user_id, password = register_bot(synapse, unique("bot_soft"))
+    settings = bot_settings(synapse, user_id, password, tmp_path / "state")
     with MatrixSyncClient.open(settings) as client:  # logs in, uses the token for nothing
         device, first_token = client.device_id, client.nio.access_token
     # Expire the token the way a session lifetime would; Synapse then answers
@@ -75,8 +67,8 @@ def test_soft_logout_logs_in_again_on_the_same_device(
 def test_hard_logout_raises_and_never_makes_a_new_device(
         synapse: SynapseServer, admin: NioDriver, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    user_id, password = register_bot(synapse, "bot_hard")
-    settings = settings_for(synapse, user_id, password, tmp_path / "state")
+    user_id, password = register_bot(synapse, unique("bot_hard"))
+    settings = bot_settings(synapse, user_id, password, tmp_path / "state")
     with MatrixSyncClient.open(settings) as client:
         token, device = client.nio.access_token, client.device_id
         client.whoami()

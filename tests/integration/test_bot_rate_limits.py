@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from mxarchiverd.sources.matrix_sync.client import ClientSettings, MatrixSyncClient
+from mxarchiverd.sources.matrix_sync.client import MatrixSyncClient
 from mxarchiverd.sources.matrix_sync.errors import RateLimited
 from mxarchiverd.sources.matrix_sync.filters import first_sync_filter
 from mxarchiverd.sources.matrix_sync.plan import PlanInputs, plan_sync
-from mxarchiverd.sources.matrix_sync.session import Credentials
-from tests.support.nio_driver import NioDriver, register_bot, unique
+from tests.support.nio_driver import NioDriver, bot_settings, register_bot, unique
 from tests.support.synapse import SynapseServer
 
 pytestmark = pytest.mark.synapse
@@ -19,9 +18,7 @@ pytestmark = pytest.mark.synapse
 
 def open_bot(synapse: SynapseServer, state_dir: Path, **overrides) -> MatrixSyncClient:
     user_id, password = register_bot(synapse, unique("bot"))
-    settings = ClientSettings(Credentials(synapse.base_url, user_id, password), state_dir,
-                              pickle_key="pickle-" + "r" * 24, request_timeout_s=20, **overrides)
-    return MatrixSyncClient.open(settings)
+    return MatrixSyncClient.open(bot_settings(synapse, user_id, password, state_dir, **overrides))
 
 
 def test_rate_limited_logins_and_joins_are_waited_out(limited_synapse: SynapseServer,

@@ -1,4 +1,4 @@
-"""Real matrix-nio clients, driven synchronously, for tests of bot mode.
+"""Real matrix-nio clients, driven synchronously, for tests of bot mode (a pytest plugin).
 
 A `NioDriver` is one user with one device and its own nio store: it creates
 rooms, sends (encrypted too, since nio's Olm machine is real), invites, kicks and
@@ -6,19 +6,28 @@ bans, and syncs with the housekeeping that nio's sync_forever does (to-device
 messages, key upload, query and claim), so keys are really shared. Users are
 registered through the Synapse fixture's shared-secret API and the driver reuses
 that registration's device, so a driver adds no device of its own.
+
+Fixtures: ``nio_alice`` (a NioDriver user on the shared Synapse) and
+``bot_client`` (the archiver's MatrixSyncClient, logged in, with its own state
+directory). Helpers: ``room_with_bot``, ``sync_plan``, ``ids``.
 """
 from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import pytest
 from nio import AsyncClient, AsyncClientConfig, ErrorResponse, RoomPreset, SyncResponse
 from nio.crypto import ENCRYPTION_ENABLED
 
+from mxarchiverd.sources.matrix_sync.client import ClientSettings, MatrixSyncClient
+from mxarchiverd.sources.matrix_sync.filters import first_sync_filter, sync_filter
+from mxarchiverd.sources.matrix_sync.plan import PlanInputs, SyncPlan, plan_sync
+from mxarchiverd.sources.matrix_sync.session import Credentials
 from tests.support.synapse import SynapseServer
 
 T = TypeVar("T")
@@ -176,3 +185,43 @@ def list_devices(synapse: SynapseServer, admin: NioDriver, user_id: str) -> list
 def unique(prefix: str) -> str:
     """A fresh localpart: the Synapse fixture is shared by the whole session."""
     return f"{prefix}_{secrets.token_hex(4)}"
+
+
+def bot_settings(synapse: SynapseServer, user_id: str, password: str, state_dir: Path,
+                 **overrides: Any) -> ClientSettings:
+    return ClientSettings(Credentials(synapse.base_url, user_id, password, device_name="archiver"),
+                          state_dir, pickle_key="test-pickle-" + "k" * 20, request_timeout_s=20,
+                          **overrides)
+
+
+@pytest.fixture
+def nio_alice(synapse: SynapseServer, tmp_path: Path) -> Iterator[NioDriver]:
+    driver = NioDriver.register(synapse, unique("alice"), tmp_path / "drivers")
+    yield driver
+    driver.close()
+
+
+@pytest.fixture
+def bot_client(synapse: SynapseServer, tmp_path: Path) -> Iterator[MatrixSyncClient]:
+    user_id, password = register_bot(synapse, unique("bot"))
+    with MatrixSyncClient.open(bot_settings(synapse, user_id, password, tmp_path / "state")) as client:
+        yield client
+
+
+def room_with_bot(sender: NioDriver, bot: MatrixSyncClient, **kwargs: Any) -> str:
+    """A room `sender` creates and the bot joins."""
+    room = sender.create_room(invite=(bot.user_id,), **kwargs)
+    bot.join(room)
+    return room
+
+
+def sync_plan(bot: MatrixSyncClient, since: str | None, limit: int, known: Iterable[str],
+              backfill: bool = False) -> SyncPlan:
+    """One /sync of the bot (the first-sync filter when `since` is None), planned."""
+    body = first_sync_filter() if since is None else sync_filter(limit)
+    result = bot.sync(since, 0, body)
+    return plan_sync(result.json, PlanInputs(since, bot.user_id, frozenset(known), lambda room: backfill))
+
+
+def ids(events: Iterable[dict[str, Any]]) -> list[str]:
+    return [e["event_id"] for e in events]

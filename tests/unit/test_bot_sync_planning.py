@@ -45,8 +45,8 @@ def inputs(since: str | None = "s1", known=("!r",), backfill: bool = False) -> P
 
 
 def test_state_then_timeline_each_event_once() -> None:
-    plan = plan_sync(response(joined("!r", [ev("$2"), ev("$3"), ev("$2")], state=[ev("$1", "m.room.name", state_key=""), ev("$3")])),
-                     inputs())
+    name = ev("$1", "m.room.name", state_key="")
+    plan = plan_sync(response(joined("!r", [ev("$2"), ev("$3"), ev("$2")], state=[name, ev("$3")])), inputs())
     room = plan.room("!r")
     assert [e["event_id"] for e in room.events] == ["$1", "$3", "$2"]
     assert plan.next_batch == "s2" and plan.since == "s1" and not plan.first_sync
@@ -140,7 +140,8 @@ def test_other_members_are_not_the_bots_membership() -> None:
 
 
 @pytest.mark.parametrize("body, message", [
-    ([], "not an object"), ({}, "next_batch"), ({"next_batch": 5}, "next_batch"), ({"next_batch": ""}, "next_batch"),
+    ([], "not an object"), ({}, "next_batch"), ({"next_batch": 5}, "next_batch"),
+    ({"next_batch": ""}, "next_batch"),
 ])
 def test_a_sync_without_a_cursor_is_malformed(body, message) -> None:
     with pytest.raises(MalformedSync, match=message):

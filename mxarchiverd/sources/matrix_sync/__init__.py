@@ -1,6 +1,6 @@
 """Bot mode (`source.mode: matrix_sync`): the Matrix client-server side, below the sync stage.
 
-Only `client` and `transport` import matrix-nio (the optional `bot` extra); every
+Only `client`, `olm_feed` and `transport` import matrix-nio (the optional `bot` extra); every
 other module is pure and importable in DB mode. Importing this package imports
 nothing, so `import mxarchiverd.sources.matrix_sync.plan` never pulls nio in.
 
@@ -12,4 +12,5 @@ nothing, so `import mxarchiverd.sources.matrix_sync.plan` never pulls nio in.
 - paging: /messages (client or admin API) to a stop point, resumable
 - events: a client-format event -> the pipeline's raw-event dict
 - transport, client: nio on a private event loop behind a synchronous facade
+- olm_feed: each /sync also given to nio, and sync_forever's key housekeeping
 """

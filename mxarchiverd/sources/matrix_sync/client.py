@@ -19,27 +19,25 @@ What it decides, and why:
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nio import AsyncClient, AsyncClientConfig, SyncResponse
+from nio import AsyncClient, AsyncClientConfig
 from nio.crypto import ENCRYPTION_ENABLED
 
+from mxarchiverd.sources.matrix_sync import olm_feed
 from mxarchiverd.sources.matrix_sync import session as sess
 from mxarchiverd.sources.matrix_sync.errors import (
-    Forbidden, HardLogout, LoginRejected, NotInRoom, RateLimited, RequestFailed, SoftLogout,
-    is_unknown_filter, scrub,
+    Forbidden, HardLogout, HomeserverUnavailable, LoginRejected, NotInRoom, RateLimited,
+    RequestFailed, SoftLogout, is_unknown_filter,
 )
 from mxarchiverd.sources.matrix_sync.events import room_version_of
 from mxarchiverd.sources.matrix_sync.filters import FILTERS_FILE, FilterIds, messages_filter
 from mxarchiverd.sources.matrix_sync.paging import PageJob
-from mxarchiverd.sources.matrix_sync.plan import MalformedSync
 from mxarchiverd.sources.matrix_sync.transport import Http, LoopRunner, Tick, q
 
 log = logging.getLogger(__name__)
@@ -47,7 +45,6 @@ V3 = "/_matrix/client/v3"
 ADMIN = "/_synapse/admin/v1"
 NIO_STORE_DIR = "nio-store"
 PICKLE_KEY_FILE = "pickle.key"
-LOCK_FILE = "lock"
 FORBIDDEN_PICKLE_KEYS = frozenset({"", "DEFAULT_KEY"})
 
 
@@ -60,6 +57,13 @@ class ClientSettings:
     tick_interval_s: float = 1.0
     max_rate_limit_wait_s: float = 120.0
     rate_limit_retries: int = 10
+
+    def __post_init__(self) -> None:
+        for key in ("request_timeout_s", "tick_interval_s"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"{key}: expected a positive number of seconds")
+        if self.max_rate_limit_wait_s < 0 or self.rate_limit_retries < 0:
+            raise ValueError("max_rate_limit_wait_s and rate_limit_retries: expected 0 or more")
 
 
 @dataclass
@@ -87,13 +91,13 @@ class MatrixSyncClient:
         self.settings = settings
         self.creds = settings.credentials
         self.state_dir = settings.state_dir
-        self._lock = _lock_state_dir(self.state_dir)
+        self._lock = sess.lock_state_dir(self.state_dir)
         try:
             config = self._nio_config()
             self.nio = AsyncClient(self.creds.homeserver_url.rstrip("/"), self.creds.username,
                                    store_path=str(self._store_dir()), config=config)
         except BaseException:
-            _unlock(self._lock)
+            sess.unlock_state_dir(self._lock)
             raise
         self.runner = LoopRunner(tick, settings.tick_interval_s)
         self.http = Http(self.nio, self._secrets)
@@ -218,7 +222,8 @@ class MatrixSyncClient:
                 self.stats.soft_logouts += 1
                 relogged = True
             except RateLimited as exc:
-                if attempt >= self.settings.rate_limit_retries or exc.retry_after > self.settings.max_rate_limit_wait_s:
+                too_long = exc.retry_after > self.settings.max_rate_limit_wait_s
+                if too_long or attempt >= self.settings.rate_limit_retries:
                     raise
                 log.warning("%s rate limited; retrying in %.1fs", what, exc.retry_after)
                 self.stats.rate_limited += 1
@@ -251,7 +256,7 @@ class MatrixSyncClient:
             parsed, raw = self._sync_once(since, timeout_ms, self.filter_id(sync_filter))
         next_batch = parsed.get("next_batch") if isinstance(parsed, dict) else None
         if not isinstance(next_batch, str) or not next_batch:
-            raise MalformedSync("/sync answer has no next_batch")
+            raise HomeserverUnavailable("GET /sync -> a 2xx answer without next_batch")
         result = SyncResult(parsed, next_batch, self._feed_nio(raw))
         result.housekeeping_problems = self.housekeeping()
         return result
@@ -263,46 +268,11 @@ class MatrixSyncClient:
                                                     timeout_s=bound), "GET /sync", timeout_s=bound)
 
     def _feed_nio(self, raw: bytes) -> Any:
-        """Let nio's Olm machine see the sync; a failure there must not lose the events."""
-        async def feed() -> Any:
-            response = SyncResponse.from_dict(json.loads(raw))
-            if not isinstance(response, SyncResponse):
-                log.error("nio could not read this /sync answer (%s); E2EE state not updated",
-                          type(response).__name__)
-                return None
-            await self.nio.receive_response(response)
-            return response
-        try:
-            return self.runner.run(feed(), self._timeout(), "nio sync handling")
-        except Exception as exc:  # noqa: BLE001 - the raw events still reach the archive
-            log.error("nio failed on a /sync answer (%s: %s); E2EE state not updated",
-                      type(exc).__name__, scrub(str(exc), self._secrets()))
-            return None
+        return olm_feed.feed_sync(self.runner, self.nio, raw, self._timeout(), self._secrets())
 
     def housekeeping(self) -> list[str]:
         """What sync_forever does after each sync; failures are reported, retried next time."""
-        calls: list[tuple[str, Callable[[], Any]]] = [("send_to_device", self.nio.send_to_device_messages)]
-        if self.nio.should_upload_keys:
-            calls.append(("keys_upload", self.nio.keys_upload))
-        if self.nio.should_query_keys:
-            calls.append(("keys_query", self.nio.keys_query))
-        if self.nio.should_claim_keys:
-            calls.append(("keys_claim", lambda: self.nio.keys_claim(self.nio.get_users_for_key_claiming())))
-        return [p for name, call in calls if (p := self._housekeep(name, call))]
-
-    def _housekeep(self, name: str, call: Callable[[], Any]) -> str | None:
-        try:
-            result = self.runner.run(call(), self._timeout() + 5.0, name)
-        except Exception as exc:  # noqa: BLE001 - housekeeping is retried after the next sync
-            problem = scrub(f"{name}: {type(exc).__name__}: {exc}", self._secrets())
-        else:
-            errors = [r for r in (result if isinstance(result, list) else [result])
-                      if type(r).__name__.endswith("Error")]
-            if not errors:
-                return None
-            problem = scrub(f"{name}: {errors[0]}", self._secrets())
-        log.warning("housekeeping %s", problem)
-        return problem
+        return olm_feed.housekeeping(self.runner, self.nio, self._timeout(), self._secrets())
 
     def filter_id(self, body: dict[str, Any]) -> str:
         return self.filters.ensure(self.user_id, body, self.upload_filter)
@@ -407,29 +377,10 @@ class MatrixSyncClient:
                 self.runner.loop.run_until_complete(self.nio.close())
         finally:
             self.runner.close()
-            _unlock(self._lock)
+            sess.unlock_state_dir(self._lock)
 
     def __enter__(self) -> MatrixSyncClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _lock_state_dir(state_dir: Path) -> int:
-    """One process per state directory: two would share a device and corrupt its Olm state."""
-    sess.ensure_state_dir(state_dir)
-    fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise sess.SessionFileError(f"{state_dir}: in use by another mxarchiverd process") from None
-    return fd
-
-
-def _unlock(fd: int) -> None:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)

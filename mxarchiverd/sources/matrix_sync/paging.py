@@ -108,7 +108,8 @@ def read_page(job: PageJob, response: Any) -> Page:
         room_id=job.room_id, events=tuple(events),
         state=tuple(state) if isinstance(state, list) else (),
         resume_from=None if reason else end, done=reason is not None, reason=reason,
-        create_seen=create_seen, restricted_by=restricted_by, lowest_event_id=lowest_id, lowest_ts=lowest_ts, next_job=next_job)
+        create_seen=create_seen, restricted_by=restricted_by, lowest_event_id=lowest_id,
+        lowest_ts=lowest_ts, next_job=next_job)
 
 
 def _reason(job: PageJob, end: str | None, hit_stop: bool, chunk: list[Any]) -> str | None:

@@ -11,6 +11,7 @@ Decisions are pure (`decide_login`); the client (client.py) carries them out.
 from __future__ import annotations
 
 import enum
+import fcntl
 import hashlib
 import hmac
 import json
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 SESSION_FILE = "session.json"
+LOCK_FILE = "lock"
 SESSION_FORMAT = 1
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -238,3 +240,25 @@ def load_or_create_secret(path: Path, nbytes: int = 32) -> str:
     secret = os.urandom(nbytes).hex()
     write_private_file(path, secret + "\n")
     return secret
+
+
+def lock_state_dir(state_dir: Path) -> int:
+    """One process per state directory: two would share a device and corrupt its Olm state.
+
+    The kernel drops the lock with the process, so a killed stage never blocks its successor.
+    """
+    ensure_state_dir(state_dir)
+    fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SessionFileError(f"{state_dir}: in use by another mxarchiverd process") from None
+    return fd
+
+
+def unlock_state_dir(fd: int) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
