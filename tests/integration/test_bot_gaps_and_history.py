@@ -78,3 +78,15 @@ def test_history_not_visible_to_the_bot_reports_its_lower_bound(nio_alice: NioDr
     assert last.lowest_event_id == ids(events)[-1]
     older = events[ids(events).index(bot_join["event_id"]) + 1:]
     assert older and all("state_key" in e for e in older), "only state from before the join is shown"
+
+
+def test_a_sync_repeated_from_the_same_since_delivers_the_same_events(
+        nio_alice: NioDriver, bot_client: MatrixSyncClient) -> None:
+    """A crash before the commit means the same `since` again: nothing is skipped."""
+    room = room_with_bot(nio_alice, bot_client)
+    since = sync_plan(bot_client, None, 1, set()).next_batch
+    sent = nio_alice.send_many(room, 4, prefix="replayed")
+    once = sync_plan(bot_client, since, 10, {room})
+    again = sync_plan(bot_client, since, 10, {room})
+    assert ids(once.room(room).events) == ids(again.room(room).events)
+    assert set(sent) <= set(ids(once.room(room).events))
