@@ -340,9 +340,11 @@ def profile_stages(server: Server, args: argparse.Namespace, workdir: Path) -> d
             profiles[name].disable()
             seconds[name] += time.perf_counter() - t
 
-    codec = lambda m: orjson.loads(orjson.dumps(m))  # noqa: E731
+    from mxarchiverd.pipeline.messages import from_wire, to_wire
+
+    codec = lambda m: from_wire(orjson.loads(orjson.dumps(to_wire(m))))  # noqa: E731
     try:
-        while stages["poller"].cursors["events"] < last:  # type: ignore[attr-defined]
+        while stages["poller"].source.cursors["events"] < last:  # type: ignore[attr-defined]
             messages, _ = timed("poller", stages["poller"].produce)  # type: ignore[attr-defined]
             for message in messages:
                 for rows in timed("enricher", stages["enricher"].handle, timed("queue codec", codec, message)):

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from mxarchiverd import __version__
 from mxarchiverd.config import Config, ConfigError, load_config
+from mxarchiverd.config.reference import keys_without_effect
 from mxarchiverd.config.render import render_yaml
 from mxarchiverd.db import DatabaseUnavailable, connect_with_retry
 from mxarchiverd.exitcodes import ExitCode
@@ -66,6 +67,9 @@ def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
     print(f"# configuration is valid ({config.path or 'no file; environment only'})")
     if config.source.mode == "matrix_sync":
         print("# warning: source.mode matrix_sync is not available in this release; `run` will refuse it")
+    idle = keys_without_effect(config)
+    if idle:
+        print(f"# warning: these keys have no effect with source.mode {config.source.mode}: {', '.join(idle)}")
     print(render_yaml(config), end="")
     return ExitCode.OK
 

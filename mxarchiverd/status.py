@@ -13,7 +13,7 @@ import psycopg
 from mxarchiverd.config import Config
 from mxarchiverd.db import connect
 from mxarchiverd.migrate import applied_versions, available_migrations
-from mxarchiverd.sources.bounds import compute_bounds
+from mxarchiverd.sources.synapse_db.bounds import compute_bounds
 
 
 @dataclass

@@ -13,8 +13,8 @@ import psycopg
 
 from mxarchiverd.config import Config
 from mxarchiverd.db import connect
-from mxarchiverd.sources.rooms import RoomEntry, load_registry
-from mxarchiverd.sources.synapse_db import is_soft_failed
+from mxarchiverd.archive.rooms import RoomEntry, load_registry
+from mxarchiverd.sources.synapse_db.reader import is_soft_failed
 
 SOURCE_IDS_SQL = """
 SELECT e.event_id, ej.internal_metadata FROM events e JOIN event_json ej ON ej.event_id = e.event_id

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from mxarchiverd.config.loader import DEFAULT_PATH, ConfigError, load_config
 from mxarchiverd.config.model import (
-    ArchiveConfig, Config, DaemonConfig, ProcessingConfig, RoomConfig, Secret, SourceConfig,
+    ArchiveConfig, Config, DaemonConfig, ProcessingConfig, RoomConfig, SourceConfig,
 )
+from mxarchiverd.config.secret import Secret
 
 __all__ = [
     "DEFAULT_PATH", "ArchiveConfig", "Config", "ConfigError", "DaemonConfig", "ProcessingConfig",

@@ -10,19 +10,21 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mxarchiverd.config.model import Secret
+from mxarchiverd.config.secret import Secret
+from mxarchiverd.config.values import kind_of as _kind
 
 T = TypeVar("T")
 _MISSING = object()
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
 
 
 class Problems:
-    """Accumulates (key path, message) pairs."""
+    """Accumulates (key path, message) pairs, and the key paths the file sets."""
 
     def __init__(self) -> None:
         self.items: list[tuple[str, str]] = []
+        # Dotted paths of the keys given a value (`key_file` counts as `key`), so that
+        # check-config can name the ones that have no effect in the configured mode.
+        self.given: set[str] = set()
 
     def add(self, path: str, message: str) -> None:
         self.items.append((path, message))
@@ -51,7 +53,14 @@ class Section:
     def raw(self, key: str) -> Any:
         self.seen.add(key)
         value = self.data.get(key, _MISSING)
-        return _MISSING if value is None or value == "" else value
+        if value is _MISSING or value is None or value == "":
+            return _MISSING
+        self.problems.given.add(self.key_path(key.removesuffix("_file") if key.endswith("_file") else key))
+        return value
+
+    def given(self, key: str) -> bool:
+        """Whether the YAML sets the key (an empty value counts as not set)."""
+        return self.raw(key) is not _MISSING
 
     def get(self, key: str, parse: Callable[[Any], T], default: T) -> T:
         value = self.raw(key)
@@ -105,6 +114,7 @@ class Section:
         if not isinstance(value, list):
             self.problems.add(self.key_path(key), f"expected a list, got {_kind(value)}")
             return []
+        self.problems.given.add(self.key_path(key))
         return [(f"{self.key_path(key)}[{i}]", item) for i, item in enumerate(value)]
 
     def finish(self) -> None:
@@ -114,52 +124,3 @@ class Section:
             hint = difflib.get_close_matches(str(key), sorted(self.seen), n=1)
             suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
             self.problems.add(self.key_path(str(key)), f"unknown key{suffix}")
-
-
-def as_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ValueError(f"expected true or false, got {value!r}")
-
-
-def as_int(minimum: int) -> Callable[[Any], int]:
-    def parse(value: Any) -> int:
-        if isinstance(value, bool):
-            raise ValueError(f"expected a whole number, got {value!r}")
-        try:
-            number = int(str(value).strip()) if not isinstance(value, int) else value
-        except ValueError:
-            raise ValueError(f"expected a whole number, got {value!r}") from None
-        if number < minimum:
-            raise ValueError(f"expected a number of at least {minimum}, got {number}")
-        return number
-
-    return parse
-
-
-def as_str(value: Any) -> str:
-    if isinstance(value, (Mapping, list)):
-        raise ValueError(f"expected a string, got {_kind(value)}")
-    return str(value)
-
-
-def one_of(*choices: str) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        if value not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
-        return str(value)
-
-    return parse
-
-
-def _kind(value: object) -> str:
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return f"{type(value).__name__} {value!r}"

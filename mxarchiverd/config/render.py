@@ -7,13 +7,15 @@ from typing import Any
 
 import yaml
 
-from mxarchiverd.config.model import Config, Secret
+from mxarchiverd.config.model import Config
+from mxarchiverd.config.secret import Secret
 from mxarchiverd.config.units import MimePattern
 
 
 def effective_config(config: Config) -> dict[str, Any]:
     data = _plain(config)
     data.pop("path", None)
+    data.pop("given", None)
     return data
 
 

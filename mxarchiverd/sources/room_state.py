@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from mxarchiverd.sources.synapse_db import SynapseReader
+from mxarchiverd.sources.synapse_db.reader import SynapseReader
 
 ROOM_STATE_TYPES = ("m.room.name", "m.room.canonical_alias", "m.room.encryption")
 

@@ -5,12 +5,11 @@
 - children.py    one child's state machine, backoff, restart intensity (pure)
 - reload.py      old vs new Config -> hot reconfigure / restart / refuse (pure)
 - status.py      the STATUS= line (pure)
-- channels.py    pipeline queues, control pipes, envelope codecs
-- heartbeat.py   lock-free shared-memory heartbeat slots
 - notify.py      sd_notify
 - signals.py     the signal wakeup pipe
 
-Importing this package imports none of them: children import channels and
-heartbeat without pulling in the supervisor's loop.
+The queues, control pipes and heartbeat slots it shares with its children are
+in mxarchiverd/pipeline/, which both sides import: the workers never import
+the supervisor.
 """
 from __future__ import annotations

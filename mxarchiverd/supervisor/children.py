@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from mxarchiverd.config import DaemonConfig
 from mxarchiverd.exitcodes import ExitCode
+from mxarchiverd.pipeline.heartbeat import Pulse
 
 
 class ChildState(enum.Enum):
@@ -74,6 +75,10 @@ class Child:
     # For the watchdog: when the child stopped being RUNNING with a fresh heartbeat.
     unhealthy_since: float | None = None
     last_exit: int | None = None
+    # The progress counter last seen, and since when it has not moved while the
+    # child held work (see is_stalled).
+    progress_seen: int = 0
+    progress_since: float = 0.0
 
     def change(self, new: ChildState, now: float) -> None:
         if new not in _LEGAL[self.state]:
@@ -147,6 +152,21 @@ def is_stuck(child: Child, last_beat: float, now: float, policy: Policy) -> bool
     if child.state is S.STARTING:
         return now - since > policy.startup_timeout + policy.heartbeat_timeout
     return False
+
+
+def note_progress(child: Child, pulse: Pulse, now: float) -> None:
+    """Restart the no-progress clock whenever the counter moves or the child holds no work."""
+    if pulse.progress != child.progress_seen or not pulse.holding:
+        child.progress_seen, child.progress_since = pulse.progress, now
+
+
+def is_stalled(child: Child, pulse: Pulse, now: float, policy: Policy) -> bool:
+    """Beating but getting nowhere: a running child that has held work for
+    heartbeat_timeout without its progress counter moving (a transaction retried
+    forever, a transfer that never ends) is as stuck as a silent one.
+    Call note_progress first."""
+    return (child.state is S.RUNNING and pulse.holding
+            and now - max(child.progress_since, child.since) > policy.heartbeat_timeout)
 
 
 def boot_exit_code(exitcode: int, state: ChildState, ever_ready: bool) -> int | None:

@@ -23,9 +23,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from mxarchiverd.exitcodes import ExitCode
+from mxarchiverd.pipeline.heartbeat import Pulse
 from mxarchiverd.supervisor.children import (
     Child, ChildState, Escalation, Policy, RestartIntensity, backoff_delay, boot_exit_code,
-    describe_exit, is_stuck, next_attempt,
+    describe_exit, is_stalled, is_stuck, next_attempt, note_progress,
 )
 
 log = logging.getLogger(__name__)
@@ -91,12 +92,12 @@ class Fleet:
             return self._release_orphans(now)
         return self._failed(child, exitcode, now)
 
-    def tick(self, now: float, beats: Mapping[str, float]) -> Orders:
+    def tick(self, now: float, pulses: Mapping[str, Pulse]) -> Orders:
         orders: Orders = []
         for child in self.children.values():
-            orders += self._check_stuck(child, beats.get(child.role, 0.0), now)
+            orders += self._check_stuck(child, pulses.get(child.role, Pulse()), now)
             orders += self._escalate(child, now)
-        self._track_health(beats, now)
+        self._track_health(pulses, now)
         orders += self._release_orphans(now)
         if not self.shutting_down:
             orders += self._start_due(now)
@@ -183,11 +184,18 @@ class Fleet:
             return self.shutdown(now, ExitCode.RESTART_LIMIT)
         return self._stop_peers(child, now)
 
-    def _check_stuck(self, child: Child, last_beat: float, now: float) -> Orders:
-        if self.shutting_down or not is_stuck(child, last_beat, now, self.policy):
+    def _check_stuck(self, child: Child, pulse: Pulse, now: float) -> Orders:
+        note_progress(child, pulse, now)
+        if self.shutting_down:
             return []
-        silent = now - max(last_beat, child.started_at)
-        self._note(f"{child.role} stuck: no heartbeat for {silent:.0f}s")
+        if is_stuck(child, pulse.beat, now, self.policy):
+            silent = now - max(pulse.beat, child.started_at)
+            self._note(f"{child.role} stuck: no heartbeat for {silent:.0f}s")
+        elif is_stalled(child, pulse, now, self.policy):
+            idle = now - max(child.progress_since, child.since)
+            self._note(f"{child.role} stuck: holding work without progress for {idle:.0f}s")
+        else:
+            return []
         self._schedule_restart(child, now)
         self._signal(child, Escalation.TERMINATED, now + self.policy.kill_grace, now)
         orders = [Order(Verb.DUMP, child.role), Order(Verb.TERM, child.role)]
@@ -293,9 +301,9 @@ class Fleet:
     def _is_intake(self, role: str) -> bool:
         return role not in self.pipeline[1:]
 
-    def _track_health(self, beats: Mapping[str, float], now: float) -> None:
+    def _track_health(self, pulses: Mapping[str, Pulse], now: float) -> None:
         for child in self.children.values():
-            fresh = now - beats.get(child.role, 0.0) <= self.policy.heartbeat_timeout
+            fresh = now - pulses.get(child.role, Pulse()).beat <= self.policy.heartbeat_timeout
             if child.state is S.RUNNING and fresh:
                 child.unhealthy_since = None
             elif child.unhealthy_since is None:

@@ -2,14 +2,9 @@
 
 Parse-then-swap (Synapse's reload): the new file is parsed into a new Config
 first; only a valid one is compared with the running one here. Each changed
-key path gets one effect from RULES (longest matching prefix wins):
-
-  hot         sent to the running children as a `reconfigure` control message
-  restart     the stages that hold a connection or client built from the key
-              restart (the pipeline stages restart together: they share queues)
-  supervisor  timing the supervisor itself applies (daemon.* timeouts, backoff)
-  refuse      topology that only a full restart may change; the running value stays
-  ignore      not a setting (Config.path)
+key path gets the effect its declaration names (config/settings.py: hot,
+restart with the roles it restarts, supervisor, refuse); a path with no
+declaration restarts every role, which is always safe.
 
 Every child holds the whole Config, so the children that are not restarted all
 get the reconfigure message whenever anything was applied.
@@ -17,52 +12,15 @@ get the reconfigure message whenever anything was applied.
 from __future__ import annotations
 
 import dataclasses
-import enum
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from mxarchiverd.config import Config, Secret
+from mxarchiverd.config.settings import Effect, find
 
-
-class Effect(enum.Enum):
-    HOT = "hot"
-    RESTART = "restart"
-    SUPERVISOR = "supervisor"
-    REFUSE = "refuse"
-    IGNORE = "ignore"
-
-
-_ARCHIVE_DB = frozenset({"poller", "dbwriter", "uploader"})  # the poller reads its cursor there
-_UPLOADER = frozenset({"uploader"})
-_NONE: frozenset[str] = frozenset()
-
-RULES: dict[str, tuple[Effect, frozenset[str]]] = {
-    "path": (Effect.IGNORE, _NONE),
-    "rooms": (Effect.HOT, _NONE),
-    "processing": (Effect.HOT, _NONE),
-    "logging": (Effect.HOT, _NONE),
-    "daemon": (Effect.SUPERVISOR, _NONE),
-    # The start method is fixed when the first child (or the forkserver) starts.
-    "daemon.start_method": (Effect.REFUSE, _NONE),
-    # Another source is another pipeline, not a setting of this one.
-    "source.mode": (Effect.REFUSE, _NONE),
-    # Anything else under source.* shapes what the poller reads or how the enricher names it.
-    "source": (Effect.RESTART, frozenset({"poller", "enricher"})),
-    # The enricher also reads Synapse's room state and profiles.
-    "source.synapse_db_url": (Effect.RESTART, frozenset({"poller", "enricher"})),
-    "source.bridge_db_url": (Effect.RESTART, frozenset({"enricher"})),
-    "source.media_store_path": (Effect.RESTART, _UPLOADER),
-    # A session default of the poller's and enricher's Synapse connections (db.connect_source).
-    "source.statement_timeout": (Effect.RESTART, frozenset({"poller", "enricher"})),
-    "archive": (Effect.RESTART, _ARCHIVE_DB),
-    "archive.storage_backend": (Effect.RESTART, _UPLOADER),
-    "archive.storage_path": (Effect.RESTART, _UPLOADER),
-    "supabase": (Effect.RESTART, _UPLOADER),
-    "supabase.database": (Effect.RESTART, _ARCHIVE_DB),
-    # The homeserver client fetches media that is not in the media store.
-    "matrix": (Effect.RESTART, _UPLOADER),
-}
+# Not settings: where the config came from, and which keys it set.
+_NOT_SETTINGS = frozenset({"path", "given"})
 
 
 @dataclass(frozen=True)
@@ -97,12 +55,13 @@ def _is_section(value: Any) -> bool:
 
 
 def rule_for(path: str) -> tuple[Effect, frozenset[str]] | None:
-    parts = path.split(".")
-    for end in range(len(parts), 0, -1):
-        rule = RULES.get(".".join(parts[:end]))
-        if rule is not None:
-            return rule
-    return None
+    """The effect declared for a key path and the roles it restarts; None if undeclared."""
+    if path in _NOT_SETTINGS:
+        return Effect.IGNORE, frozenset()
+    declared = find(Config, path)
+    if declared is None or declared.section is not None:
+        return None
+    return declared.effect, declared.restarts
 
 
 def plan_reload(old: Config, new: Config, roles: Sequence[str]) -> ReloadPlan:

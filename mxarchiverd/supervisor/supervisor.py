@@ -30,12 +30,12 @@ import setproctitle
 
 from mxarchiverd.config import Config, ConfigError, load_config
 from mxarchiverd.exitcodes import ExitCode
-from mxarchiverd.supervisor.channels import (
+from mxarchiverd.pipeline.channels import (
     PipelineQueues, Reconfigure, StageChannels, Stop, control_pipe, send_control,
 )
+from mxarchiverd.pipeline.heartbeat import HeartbeatBoard
 from mxarchiverd.supervisor.children import ChildState, Policy
 from mxarchiverd.supervisor.fleet import Fleet, Order
-from mxarchiverd.supervisor.heartbeat import HeartbeatBoard
 from mxarchiverd.supervisor.notify import Notifier, monotonic_usec, status_field, take_notify_env
 from mxarchiverd.supervisor.reload import ReloadPlan, needs_push, plan_reload
 from mxarchiverd.supervisor.signals import WakeupPipe
@@ -139,7 +139,7 @@ class Supervisor:
         now = self.clock()
         self._reap(now)
         self._observe(now)
-        self._execute(self.fleet.tick(now, self.board.beats()))
+        self._execute(self.fleet.tick(now, self.board.pulses()))
         self._push_config()
         self._announce(now)
 

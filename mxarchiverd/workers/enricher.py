@@ -5,14 +5,14 @@ Lookups are batched per batch (one query per kind, never per message) and cached
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from mxarchiverd.classify import build_row
 from mxarchiverd.db import connect_source, connect_with_retry
 from mxarchiverd.enrich import enrich_row, room_summary
+from mxarchiverd.pipeline.messages import ArchiveRow, EventBatch, RoomSummary, RowBatch
 from mxarchiverd.sources.bridge_db import BridgedMessage, BridgeReader
 from mxarchiverd.sources.room_state import RoomStateCache
-from mxarchiverd.sources.synapse_db import SynapseReader
+from mxarchiverd.sources.synapse_db.reader import SynapseReader
 from mxarchiverd.workers.stage import Message, TransformStage
 
 
@@ -38,7 +38,8 @@ class Enricher(TransformStage):
             self.bridge.conn.close()
 
     def handle(self, message: Message) -> list[Message]:
-        events: list[dict[str, Any]] = message.pop("events")
+        assert isinstance(message, EventBatch)
+        events = message.events
         self.state.invalidate(events)
         thumbnails = self.config.processing.media_thumbnails
         rows = [build_row(event, thumbnails=thumbnails) for event in events]
@@ -48,12 +49,12 @@ class Enricher(TransformStage):
         for row, name in zip(rows, names, strict=True):
             enrich_row(row, rooms[row["room_id"]], name, bridged.get(row["event_id"]) or bridged.get(row["sender"]))
         self.events_seen += len(rows)
-        return [{**message, "kind": "rows", "rows": rows, "rooms": list(rooms.values())}]
+        return [RowBatch(message.cursor, rows, list(rooms.values()))]
 
     def stats(self) -> dict[str, float]:
         return {"enriched": float(self.events_seen)}
 
-    def _rooms(self, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    def _rooms(self, rows: list[ArchiveRow]) -> dict[str, RoomSummary]:
         room_ids = {row["room_id"] for row in rows}
         infos = self.state.room_info(room_ids)
         # Messages (non-state events) are what the bridge sends once it saved the portal.
@@ -62,7 +63,7 @@ class Enricher(TransformStage):
         kind = self.config.source.bridge_type
         return {r: room_summary(r, infos[r], portals.get(r), kind) for r in room_ids}
 
-    def _bridged(self, rows: list[dict[str, Any]], rooms: dict[str, dict[str, Any]]) -> dict[str, BridgedMessage]:
+    def _bridged(self, rows: list[ArchiveRow], rooms: dict[str, RoomSummary]) -> dict[str, BridgedMessage]:
         """Bridge rows for events in portal rooms, keyed by event id, else by sender mxid."""
         if self.bridge is None:
             return {}

@@ -29,10 +29,11 @@ import setproctitle
 
 from mxarchiverd.config import Config
 from mxarchiverd.exitcodes import ExitCode
-from mxarchiverd.supervisor.channels import (
+from mxarchiverd.pipeline.channels import (
     END_OF_STREAM, Reconfigure, StageChannels, Stop, decode, decode_control, encode, is_end,
 )
-from mxarchiverd.supervisor.heartbeat import HeartbeatSlot
+from mxarchiverd.pipeline.heartbeat import HeartbeatSlot
+from mxarchiverd.pipeline.messages import from_wire, to_wire
 from mxarchiverd.workers import PIPELINE, STAGES
 from mxarchiverd.workers.stage import Message, SourceStage, Stage, TransformStage
 
@@ -148,6 +149,11 @@ class ChildRunner:
     def beat(self) -> None:
         self.slot.beat(self.clock())
 
+    def stage_progress(self) -> None:
+        """The stage's own proof of progress during long work (Stage.beat)."""
+        self.beat()
+        self.slot.add_progress(1)
+
     def run(self) -> int:
         self.beat()
         failed = self._boot()
@@ -164,7 +170,7 @@ class ChildRunner:
 
     def _boot(self) -> int | None:
         try:
-            self.stage = load_stage_class(self.stage_spec)(self.config, self.beat)
+            self.stage = load_stage_class(self.stage_spec)(self.config, self.stage_progress)
             self.stage.open()
         except Exception as exc:
             self._close()
@@ -183,6 +189,7 @@ class ChildRunner:
             self._read_control()
             outcome = turn()
             self.slot.write_stats(self.stage.stats())
+            self.slot.set_holding(self.stage.holding())
             if outcome is not None:
                 return outcome
 
@@ -206,11 +213,13 @@ class ChildRunner:
             data = self.inbox.get(timeout=TICK)
         except queue.Empty:
             return None
-        message = decode(data)
-        if is_end(message):
+        envelope = decode(data)
+        if is_end(envelope):
             return self._end_stream()
-        outputs = self.stage.handle(message)
+        self.slot.set_holding(True)
+        outputs = self.stage.handle(from_wire(envelope))
         self.slot.add_progress(1)
+        self.slot.set_holding(False)
         return None if self._forward(outputs) else self._end_stream()
 
     def _end_stream(self) -> int:
@@ -227,7 +236,7 @@ class ChildRunner:
                 log.warning("%s has no downstream; %d message(s) not passed on", self.role, len(messages))
             return True
         for message in messages:
-            if not self._put(encode(message)):
+            if not self._put(encode(to_wire(message))):
                 return False
         self.slot.add_progress(len(messages))
         return True

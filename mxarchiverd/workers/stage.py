@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from mxarchiverd.config import Config
 from mxarchiverd.exitcodes import ExitCode
+from mxarchiverd.pipeline.messages import StageMessage
 
-# One message between stages: a JSON-native dict with a "kind" key, e.g.
-# {"kind": "events", "events": [...], "cursor": {...}}. The runner wraps it in a
-# versioned envelope and encodes it with orjson (supervisor/channels.py).
-Message = dict[str, Any]
+# The runner turns messages into versioned orjson envelopes (pipeline/channels.py).
+Message = StageMessage
 
 
 class BootError(Exception):
@@ -32,7 +31,9 @@ class Stage(abc.ABC):
 
     def __init__(self, config: Config, beat: Callable[[], None]) -> None:
         self.config = config
-        # Call during long work (a big batch, a large upload) to prove progress.
+        # Call during long work (a big batch, a large upload) to prove progress:
+        # it stamps the heartbeat and counts as progress. Only for real progress;
+        # the runner's own loop proves that the process is alive.
         self.beat = beat
 
     @abc.abstractmethod
@@ -49,6 +50,12 @@ class Stage(abc.ABC):
     def stats(self) -> dict[str, float]:
         """Counters for the supervisor's STATUS line (see supervisor/status.py)."""
         return {}
+
+    def holding(self) -> bool:
+        """True while the stage holds work it has not finished outside handle()
+        (transfers on worker threads). Holding work without progress for
+        daemon.heartbeat_timeout gets the stage restarted as stuck."""
+        return False
 
 
 class SourceStage(Stage):

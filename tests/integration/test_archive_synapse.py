@@ -103,7 +103,7 @@ def test_backfill_false_room_starts_from_when_it_was_added(synapse: SynapseServe
         wait_bound_covers(synapse, new)
         p.run_until_caught_up()
         # An operator disables the room in Supabase: honoured on the next round.
-        p.poller.archive.execute("UPDATE monitored_rooms SET enabled = false WHERE room_id = %s", (room,))
+        p.follower.archive.execute("UPDATE monitored_rooms SET enabled = false WHERE room_id = %s", (room,))
         hidden = alice.send_text(room, "while disabled")
         wait_bound_covers(synapse, hidden)
         p.run_until_caught_up()

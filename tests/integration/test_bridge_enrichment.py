@@ -75,7 +75,7 @@ def test_whatsapp_ids_the_bridge_records_after_the_message_was_archived_are_fill
         wa_id = f"{chat}:4915700000001@s.whatsapp.net:3EB0LATE"
         with psycopg.connect(bridge_db, autocommit=True) as conn:
             add_message(conn, wa_id, event, chat, "4915700000001", ghost.user_id, 1_700_000_000_000_000_000)
-        p.poller.next_late_fill = 0.0
+        p.follower.next_late_fill = 0.0
         p.round()
     row = archived(fresh_db)[event]
     assert (row["whatsapp_message_id"], row["whatsapp_sender_id"], row["sender_phone"]) == (

@@ -52,12 +52,12 @@ def test_bridge_discovery_round_trips_do_not_grow_with_the_number_of_portals(
                           f"  bridge_db_url: '{bridge_db}'\n  auto_discover_bridged_rooms: true\n")
     beats = []
     with pipeline(config) as p:
-        p.poller.beat = lambda: beats.append(1)
-        counting = CountingConnection(p.poller.archive)
-        p.poller.archive = counting
-        p.poller.next_discovery = 0.0
-        p.poller._maybe_discover()
-        p.poller.archive = counting.conn
+        p.follower.beat = lambda: beats.append(1)
+        counting = CountingConnection(p.follower.archive)
+        p.follower.archive = counting
+        p.follower.next_discovery = 0.0
+        p.follower._maybe_discover()
+        p.follower.archive = counting.conn
         with psycopg.connect(fresh_db) as conn:
             registered = conn.execute("SELECT count(*) FROM monitored_rooms WHERE discovered_by = 'bridge'").fetchone()
     assert registered == (PORTALS,), "control: discovery did register every portal"

@@ -72,11 +72,11 @@ def test_room_re_enabled_by_the_operator_gets_the_messages_of_the_gap(
     config = write_config(tmp_path, synapse_schema_db, fresh_db, rooms(TOGGLED))
     with pipeline(config) as p:
         p.run_until_caught_up(timeout_s=30)
-        p.poller.archive.execute("UPDATE monitored_rooms SET enabled = false WHERE room_id = %s", (TOGGLED,))
+        p.follower.archive.execute("UPDATE monitored_rooms SET enabled = false WHERE room_id = %s", (TOGGLED,))
         gap = say(source, TOGGLED, "while disabled")
         p.run_until_caught_up(timeout_s=30)
         assert gap not in archived(fresh_db), "control: a disabled room is skipped"
-        p.poller.archive.execute("UPDATE monitored_rooms SET enabled = true WHERE room_id = %s", (TOGGLED,))
+        p.follower.archive.execute("UPDATE monitored_rooms SET enabled = true WHERE room_id = %s", (TOGGLED,))
         say(source, TOGGLED, "enabled again")
         p.run_until_caught_up(timeout_s=30)
     assert missing(config) == {}, "verify finds the archive incomplete"

@@ -34,7 +34,7 @@ def test_later_committed_lower_ordering_is_archived_not_skipped(
         # Synapse records only the position below which everything finished: low - 1.
         set_position(source, low - 1)
         p.run_until_caught_up()
-        assert fast_id not in archived(fresh_db) and p.poller.cursors["events"] == low - 1
+        assert fast_id not in archived(fresh_db) and p.follower.cursors["events"] == low - 1
         slow.commit()
         slow.close()
         set_position(source, high)
@@ -176,7 +176,7 @@ def test_a_gap_wider_than_one_read_window_is_crossed_in_several_reads(
     set_position(source, position)
     with pipeline(write_config(tmp_path, synapse_schema_db, fresh_db, f"rooms:\n  - room_id: '{ROOM}'\n")) as p:
         moved, rounds = 0, 0
-        while p.poller.cursors["events"] < position:
+        while p.follower.cursors["events"] < position:
             moved += p.round()
             rounds += 1
     assert rounds >= 3 and moved == 2 and {first, far} <= set(archived(fresh_db))

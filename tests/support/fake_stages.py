@@ -24,6 +24,8 @@ from typing import ClassVar
 
 from mxarchiverd.config import Config
 from mxarchiverd.exitcodes import ExitCode
+from mxarchiverd.pipeline.cursors import StreamCursor
+from mxarchiverd.pipeline.messages import EventBatch, RowBatch
 from mxarchiverd.workers.stage import BootError, Message, SourceStage, Stage, TransformStage
 
 DIR_VARIABLE = "MXARCHIVERD_FAKE_DIR"
@@ -38,6 +40,11 @@ def archived_numbers(directory: Path) -> list[int]:
     if not path.exists():
         return []
     return [int(line) for line in path.read_text().split()]
+
+
+def numbers_batch(numbers: list[int]) -> EventBatch:
+    """The fake source's batch: one "event" per number, the cursor at the last one."""
+    return EventBatch(StreamCursor("fake", numbers[-1] if numbers else 0), [{"n": n} for n in numbers])
 
 
 class _Markers:
@@ -88,7 +95,7 @@ class FakeSource(_Markers, SourceStage):
         self.next += size
         # Written before the put: emitted.txt may run ahead of the queue, never behind.
         (fake_dir() / "emitted.txt").write_text(str(items[-1]))
-        return [{"kind": "items", "items": items}], self.config.processing.poll_interval
+        return [numbers_batch(items)], self.config.processing.poll_interval
 
 
 class FakeRelay(_Markers, TransformStage):
@@ -105,7 +112,8 @@ class FakeRelay(_Markers, TransformStage):
 
     def handle(self, message: Message) -> list[Message]:
         self._hang_while_marked()
-        return [{**message, "enriched": True}]
+        assert isinstance(message, EventBatch)
+        return [RowBatch(message.cursor, [{**event, "enriched": True} for event in message.events])]
 
 
 class FakeSink(_Markers, TransformStage):
@@ -125,8 +133,8 @@ class FakeSink(_Markers, TransformStage):
 
     def handle(self, message: Message) -> list[Message]:
         self._hang_while_marked()
-        assert message.get("enriched") is True
-        self.buffer.append(message["items"])
+        assert isinstance(message, RowBatch) and all(row["enriched"] is True for row in message.rows)
+        self.buffer.append([row["n"] for row in message.rows])
         if len(self.buffer) >= self.BUFFERED_BATCHES:
             self._write()
         return []

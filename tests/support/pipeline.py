@@ -18,6 +18,8 @@ import psycopg
 from mxarchiverd.config import load_config
 from mxarchiverd.config.model import Config
 from mxarchiverd.migrate import migrate
+from mxarchiverd.pipeline.messages import StageMessage, from_wire, to_wire
+from mxarchiverd.sources.synapse_db.follower import SynapseFollower
 from mxarchiverd.workers.dbwriter import DbWriter
 from mxarchiverd.workers.enricher import Enricher
 from mxarchiverd.workers.poller import Poller
@@ -52,17 +54,23 @@ class InProcessPipeline:
         messages, _ = self.poller.produce()
         moved = 0
         for message in messages:
-            message = orjson.loads(orjson.dumps(message))
-            moved += len(message["events"])
+            message = through_queue(message)
+            moved += len(getattr(message, "events", ()))
             for row_batch in self.enricher.handle(message):
-                self.writer.handle(orjson.loads(orjson.dumps(row_batch)))
+                self.writer.handle(through_queue(row_batch))
         return moved
 
+    @property
+    def follower(self) -> SynapseFollower:
+        assert isinstance(self.poller.source, SynapseFollower)
+        return self.poller.source
+
     def caught_up(self) -> bool:
-        bounds = self.poller.synapse.bounds(self.config.source.event_writers)
-        registry_pending = self.poller.archive.execute(
+        assert self.follower.synapse is not None
+        bounds = self.follower.synapse.bounds(self.config.source.event_writers)
+        registry_pending = self.follower.archive.execute(
             "SELECT count(*) FROM monitored_rooms WHERE NOT history_done AND enabled").fetchone()
-        return (bounds.forward is None or self.poller.cursors["events"] >= bounds.forward) and registry_pending == (0,)
+        return (bounds.forward is None or self.follower.cursors["events"] >= bounds.forward) and registry_pending == (0,)
 
     def run_until_caught_up(self, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -77,6 +85,11 @@ class InProcessPipeline:
         self.config = config
         for stage in (self.poller, self.enricher, self.writer):
             stage.reconfigure(config)
+
+
+def through_queue(message: StageMessage) -> StageMessage:
+    """The message as the next stage gets it: through the wire form and orjson."""
+    return from_wire(orjson.loads(orjson.dumps(to_wire(message))))
 
 
 @contextmanager

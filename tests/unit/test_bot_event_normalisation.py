@@ -10,10 +10,11 @@ from mxarchiverd.classify import build_row
 from mxarchiverd.sources.matrix_sync.events import (
     EventProblem, event_text, normalise, normalise_all, redaction_target, room_version_of,
 )
-from mxarchiverd.sources.synapse_db import row_to_event
+from mxarchiverd.pipeline.messages import RAW_EVENT_KEYS
+from mxarchiverd.sources.synapse_db.reader import row_to_event
 
 ROOM = "!room:example.org"
-KEYS = set(row_to_event([None] * 13))
+KEYS = set(RAW_EVENT_KEYS)
 
 
 def message(**extra) -> dict:
@@ -26,7 +27,7 @@ def message(**extra) -> dict:
 
 def test_same_keys_as_the_db_source() -> None:
     raw = normalise(message(), ROOM, "10")
-    assert set(raw) == KEYS
+    assert set(raw) == KEYS == set(row_to_event([None] * 13))
     assert raw["room_id"] == ROOM and raw["stream_ordering"] is None and raw["topological_ordering"] is None
     assert raw["soft_failed"] is False and raw["redaction_recheck"] is None and raw["room_version"] == "10"
     assert json.loads(raw["json"]) == message()

@@ -1,8 +1,12 @@
 """Commit-safe bounds and room selection (pure)."""
 from __future__ import annotations
 
-from mxarchiverd.sources.bounds import compute_bounds, next_backfill_cursor, next_forward_cursor, windowed_bound
-from mxarchiverd.sources.rooms import Registry, RoomEntry, history_needed
+from mxarchiverd.archive.rooms import Registry, RoomEntry, history_needed
+from mxarchiverd.archive.upkeep import should_analyze
+from mxarchiverd.pipeline.cursors import Direction
+from mxarchiverd.sources.synapse_db.bounds import compute_bounds
+
+UP, DOWN = Direction.UP, Direction.DOWN
 
 
 def test_bound_is_the_minimum_over_configured_writers() -> None:
@@ -17,11 +21,18 @@ def test_a_writer_without_a_row_holds_the_bound() -> None:
 
 
 def test_forward_cursor_moves_to_bound_only_when_the_batch_was_not_full() -> None:
-    assert next_forward_cursor(10, 50, 30, full_batch=True) == 30
-    assert next_forward_cursor(10, 50, 30, full_batch=False) == 50
-    assert next_forward_cursor(10, 50, None, full_batch=False) == 50
-    assert next_backfill_cursor(0, -50, -20, full_batch=True) == -20
-    assert next_backfill_cursor(0, -50, None, full_batch=False) == -50
+    assert UP.advance(10, 50, 30, full_batch=True) == 30
+    assert UP.advance(10, 50, 30, full_batch=False) == 50
+    assert UP.advance(10, 50, None, full_batch=False) == 50
+    assert DOWN.advance(0, -50, -20, full_batch=True) == -20
+    assert DOWN.advance(0, -50, None, full_batch=False) == -50
+
+
+def test_a_cursor_never_moves_back_and_knows_when_it_reached_its_bound() -> None:
+    assert UP.advance(60, 50, None, full_batch=False) == 60 and DOWN.advance(-60, -50, None, full_batch=False) == -60
+    assert UP.reached(50, 50) and UP.reached(51, 50) and not UP.reached(49, 50)
+    assert DOWN.reached(-50, -50) and not DOWN.reached(-49, -50)
+    assert UP.behind(40, 50) == 10 and UP.behind(60, 50) == 0 and DOWN.behind(-40, -50) == 10
 
 
 def entry(room_id: str, *, enabled: bool = True, backfill: bool = True, added_at: int = 0) -> RoomEntry:
@@ -44,14 +55,12 @@ def test_history_needed_once_a_stream_has_moved() -> None:
 
 
 def test_one_read_covers_at_most_a_window_of_positions() -> None:
-    assert windowed_bound(0, 10, window=100) == 10 and windowed_bound(0, 1_000, window=100) == 100
-    assert windowed_bound(-5, -50, downward=True, window=10) == -15
-    assert windowed_bound(-5, -8, downward=True, window=10) == -8
+    assert UP.window(0, 10, 100) == 10 and UP.window(0, 1_000, 100) == 100
+    assert DOWN.window(-5, -50, 10) == -15
+    assert DOWN.window(-5, -8, 10) == -8
 
 
 def test_the_archive_is_analyzed_each_time_it_doubles() -> None:
-    from mxarchiverd.workers.dbwriter import should_analyze
-
     assert not should_analyze(0, 4_999) and should_analyze(0, 5_000)
     assert not should_analyze(5_000, 9_999) and should_analyze(5_000, 10_000)
     assert should_analyze(-1, 6_000)  # reltuples is -1 for a table never analyzed

@@ -10,11 +10,11 @@ import orjson
 import pytest
 
 from mxarchiverd.config import Config, ProcessingConfig, Secret, SourceConfig
-from mxarchiverd.supervisor.channels import (
+from mxarchiverd.pipeline.channels import (
     END_OF_STREAM, EnvelopeError, PipelineQueues, Reconfigure, Stop, control_pipe, decode,
     decode_control, encode, encode_control, is_end, send_control,
 )
-from mxarchiverd.supervisor.heartbeat import STAT_KEYS, HeartbeatBoard
+from mxarchiverd.pipeline.heartbeat import STAT_KEYS, HeartbeatBoard
 
 PIPELINE = ("poller", "enricher", "dbwriter")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from mxarchiverd.exitcodes import ExitCode
+from mxarchiverd.pipeline.heartbeat import Pulse
 from mxarchiverd.supervisor.children import ChildState, Policy
 from mxarchiverd.supervisor.fleet import Fleet, Order, Verb
 
@@ -22,8 +23,8 @@ def spawns(orders: list[Order]) -> list[str]:
     return [order.role for order in orders if order.verb is Verb.SPAWN]
 
 
-def fresh(now: float) -> dict[str, float]:
-    return {role: now for role in ROLES}
+def fresh(now: float) -> dict[str, Pulse]:
+    return {role: Pulse(now) for role in ROLES}
 
 
 @pytest.fixture
@@ -107,7 +108,7 @@ class TestRestart:
 
 class TestStuck:
     def test_silent_child_is_dumped_terminated_then_killed(self, fleet: Fleet) -> None:
-        beats = fresh(20) | {"uploader": 5}
+        beats = fresh(20) | {"uploader": Pulse(5)}
         assert fleet.tick(15.5, beats) == [o(Verb.DUMP, "uploader"), o(Verb.TERM, "uploader")]
         assert state(fleet, "uploader") is S.STOPPING
         assert fleet.tick(20, beats) == []
@@ -117,14 +118,30 @@ class TestStuck:
         assert fleet.tick(21, fresh(21)) == [o(Verb.SPAWN, "uploader")]  # its backoff ran during the grace
 
     def test_stuck_pipeline_stage_takes_its_peers_down(self, fleet: Fleet) -> None:
-        orders = fleet.tick(15, fresh(15) | {"dbwriter": 1})
+        orders = fleet.tick(15, fresh(15) | {"dbwriter": Pulse(1)})
         assert orders == [o(Verb.DUMP, "dbwriter"), o(Verb.TERM, "dbwriter"),
                           o(Verb.TERM, "poller"), o(Verb.TERM, "enricher")]
+
+    def test_beating_while_holding_work_without_progress_is_stuck(self, fleet: Fleet) -> None:
+        held = lambda now, progress: fresh(now) | {"dbwriter": Pulse(now, progress, holding=True)}  # noqa: E731
+        assert fleet.tick(2, held(2, 7)) == []
+        assert fleet.tick(12, held(12, 7)) == []  # 10 s without progress: at the limit, not past it
+        orders = fleet.tick(12.5, held(12.5, 7))
+        assert orders[:2] == [o(Verb.DUMP, "dbwriter"), o(Verb.TERM, "dbwriter")]
+        assert "holding work without progress" in (fleet.problem or "")
+
+    def test_progress_or_an_empty_hand_keeps_a_child_healthy(self, fleet: Fleet) -> None:
+        for now in range(2, 60, 3):  # progress every 3 s while holding work
+            assert fleet.tick(now, fresh(now) | {"enricher": Pulse(now, now, holding=True)}) == []
+        for now in range(60, 120, 3):  # no progress, but nothing held: idle, not stuck
+            assert fleet.tick(now, fresh(now) | {"enricher": Pulse(now, 57, holding=False)}) == []
+        assert fleet.tick(125, fresh(125) | {"enricher": Pulse(125, 57, holding=True)}) == []
+        assert o(Verb.TERM, "enricher") in fleet.tick(135.5, fresh(135.5) | {"enricher": Pulse(135.5, 57, True)})
 
     def test_a_booting_child_gets_the_startup_allowance(self) -> None:
         fleet = Fleet(ROLES, PIPELINE, POLICY, jitter=lambda: 0.0)
         fleet.begin(0)
-        beats = {role: 0.0 for role in ROLES}
+        beats = {role: Pulse(0.0) for role in ROLES}
         assert fleet.tick(39, beats) == []
         assert o(Verb.TERM, "uploader") in fleet.tick(40.5, beats)
 
@@ -217,10 +234,10 @@ class TestWatchdog:
 
     def test_a_stale_beat_is_unhealthy(self, fleet: Fleet) -> None:
         fleet.tick(2, fresh(2))
-        fleet.tick(5, fresh(5) | {"enricher": 1.0})  # 4 s old: stale only after 10 s
+        fleet.tick(5, fresh(5) | {"enricher": Pulse(1.0)})  # 4 s old: stale only after 10 s
         assert fleet.children["enricher"].unhealthy_since is None
         fleet.policy = Policy(**{**POLICY.__dict__, "heartbeat_timeout": 3})
-        fleet.tick(5, fresh(5) | {"enricher": 1.0})
+        fleet.tick(5, fresh(5) | {"enricher": Pulse(1.0)})
         assert fleet.children["enricher"].unhealthy_since == 5
 
 

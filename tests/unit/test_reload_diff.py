@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from mxarchiverd.config import Config, Secret, load_config
+from mxarchiverd.config.settings import Effect
 from mxarchiverd.supervisor import reload
 from mxarchiverd.supervisor.reload import changed_paths, needs_push, plan_reload, rule_for
 
@@ -57,8 +58,10 @@ def test_rooms_are_hot(old: Config) -> None:
 
 @pytest.mark.parametrize("path, value, restarted", [
     ("source.statement_timeout", 3.0, {"poller", "enricher"}),
-    ("source.synapse_db_url", Secret("postgresql://u:new@synapse/db"), {"poller", "enricher"}),
-    ("source.bridge_db_url", Secret("postgresql://u:pw@bridge/db"), {"enricher"}),
+    # The uploader looks media up in Synapse's database too.
+    ("source.synapse_db_url", Secret("postgresql://u:new@synapse/db"), {"poller", "enricher", "uploader"}),
+    # The poller reads the bridge for portal discovery and late WhatsApp ids.
+    ("source.bridge_db_url", Secret("postgresql://u:pw@bridge/db"), {"poller", "enricher"}),
     ("source.event_writers", ("master", "event_persister1"), {"poller", "enricher"}),
     ("source.media_store_path", Path("/srv/media"), {"uploader"}),
     ("archive.database_url", Secret("postgresql://u:pw@elsewhere/db"), {"poller", "dbwriter", "uploader"}),
@@ -66,7 +69,8 @@ def test_rooms_are_hot(old: Config) -> None:
     ("archive.storage_path", Path("/srv/archive"), {"uploader"}),
     ("supabase.url", "https://project.supabase.co", {"uploader"}),
     ("supabase.storage.bucket", "other", {"uploader"}),
-    ("matrix.homeserver_url", "https://matrix.example.org", {"uploader"}),
+    ("matrix.homeserver_url", "https://matrix.example.org", {"poller", "uploader"}),
+    ("matrix.access_token", Secret("syt_new"), {"poller", "uploader"}),
 ])
 def test_connection_keys_restart_the_stages_that_use_them(
         old: Config, path: str, value: object, restarted: set[str]) -> None:
@@ -96,8 +100,8 @@ def test_only_roles_that_exist_are_restarted(old: Config) -> None:
     assert plan.restart == {"uploader"} and plan.hot == frozenset()
 
 
-def test_a_key_without_a_rule_restarts_everything(old: Config, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delitem(reload.RULES, "matrix")
+def test_a_key_without_a_declaration_restarts_everything(old: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reload, "find", lambda cls, path: None)
     plan = plan_reload(old, change(old, "matrix.device_name", "other"), ROLES)
     assert plan.restart == set(ROLES)
 
@@ -111,10 +115,12 @@ def test_changed_paths_are_dotted_and_secrets_are_leaves(old: Config) -> None:
     assert sorted(changed_paths(old, new)) == ["source.synapse_db_url", "supabase.storage.bucket"]
 
 
-def test_longest_prefix_wins() -> None:
-    assert rule_for("supabase.database.pool_size") == reload.RULES["supabase.database"]
-    assert rule_for("supabase.anon_key") == reload.RULES["supabase"]
-    assert rule_for("nothing.here") is None
+def test_each_key_has_the_effect_its_declaration_names() -> None:
+    assert rule_for("supabase.database.connection_string") == (Effect.RESTART, {"poller", "dbwriter", "uploader"})
+    assert rule_for("processing.batch_size") == (Effect.HOT, frozenset())
+    assert rule_for("daemon.start_method") == (Effect.REFUSE, frozenset())
+    assert rule_for("path") == (Effect.IGNORE, frozenset())
+    assert rule_for("supabase") is None and rule_for("nothing.here") is None
 
 
 @pytest.mark.parametrize("sent, acknowledged, current, push", [

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 
-from mxarchiverd.sources.bounds import compute_bounds
+from mxarchiverd.sources.synapse_db.bounds import compute_bounds
 
 ARCHIVE_PASSWORD = "Arch%Pa55word"
 SYNAPSE_PASSWORD = "Syn%Pa55word"

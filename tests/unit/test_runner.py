@@ -16,14 +16,16 @@ import pytest
 
 from mxarchiverd.config import Config, ProcessingConfig
 from mxarchiverd.exitcodes import ExitCode
-from mxarchiverd.supervisor.channels import (
+from mxarchiverd.pipeline.channels import (
     END_OF_STREAM, PipelineQueues, Reconfigure, StageChannels, Stop, control_pipe, decode, encode,
     send_control,
 )
-from mxarchiverd.supervisor.heartbeat import HeartbeatBoard, HeartbeatSlot
+from mxarchiverd.pipeline.heartbeat import HeartbeatBoard, HeartbeatSlot
 from mxarchiverd.workers import STAGES
 from mxarchiverd.workers.runner import ChildRunner, StopFlag, load_stage_class, stage_registry
+from mxarchiverd.pipeline.messages import EventBatch, RowBatch, from_wire, to_wire
 from mxarchiverd.workers.stage import SourceStage
+from tests.support.fake_stages import numbers_batch
 
 FAKES = Path(__file__).resolve().parents[1] / "support" / "fake_stages.py"
 PIPELINE = ("poller", "enricher", "dbwriter")
@@ -79,16 +81,18 @@ def drain(q: Queue[bytes]) -> list[dict[str, Any]]:
 class TestTransform:
     def test_end_of_stream_flushes_and_is_passed_on(self, queues: PipelineQueues) -> None:
         channels = queues.for_role("enricher")
-        inbox(channels).put(encode({"kind": "items", "items": [1, 2]}))
+        inbox(channels).put(encode(to_wire(numbers_batch([1, 2]))))
         inbox(channels).put(END_OF_STREAM)
         harness = Harness("enricher", "FakeRelay", channels)
         assert harness.runner.run() == ExitCode.OK
-        assert drain(outbox(channels)) == [{"kind": "items", "items": [1, 2], "enriched": True}, {"kind": "end"}]
+        relayed, end = drain(outbox(channels))
+        assert [row["n"] for row in from_wire(relayed).rows] == [1, 2] and end == {"kind": "end"}  # type: ignore[union-attr]
         assert harness.slot.ready and harness.slot.last_beat > 0 and harness.slot.progress == 2
 
     def test_sink_flushes_its_buffer_at_the_end(self, queues: PipelineQueues, fake_dir: Path) -> None:
         channels = queues.for_role("dbwriter")
-        inbox(channels).put(encode({"kind": "items", "items": [1, 2], "enriched": True}))
+        relayed = numbers_batch([1, 2])
+        inbox(channels).put(encode(to_wire(RowBatch(relayed.cursor, [{**e, "enriched": True} for e in relayed.events]))))
         inbox(channels).put(END_OF_STREAM)
         harness = Harness("dbwriter", "FakeSink", channels)
         assert harness.runner.run() == ExitCode.OK
@@ -123,9 +127,9 @@ class TestSource:
         # A parent that "dies" after a few turns ends the loop.
         harness = Harness("poller", "FakeSource", channels, ppids=iter([1, 1, 1, 2]))
         assert harness.runner.run() == ExitCode.CRASH
-        batch = decode(outbox(channels).get(timeout=5))
-        assert batch["kind"] == "items" and batch["items"][:3] == [1, 2, 3]
-        assert len(batch["items"]) == Config().processing.batch_size
+        batch = from_wire(decode(outbox(channels).get(timeout=5)))
+        assert isinstance(batch, EventBatch) and [e["n"] for e in batch.events][:3] == [1, 2, 3]
+        assert len(batch.events) == Config().processing.batch_size
 
     def test_sigterm_with_a_full_queue_gives_up_instead_of_hanging(self) -> None:
         small = PipelineQueues(CTX, PIPELINE, maxsize=1)

@@ -26,9 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nio import AsyncClient, AsyncClientConfig
-from nio.crypto import ENCRYPTION_ENABLED
-
+from mxarchiverd.e2ee.store import CryptoSettings, new_client, restore_session
 from mxarchiverd.sources.matrix_sync import olm_feed
 from mxarchiverd.sources.matrix_sync import session as sess
 from mxarchiverd.sources.matrix_sync.errors import (
@@ -43,9 +41,7 @@ from mxarchiverd.sources.matrix_sync.transport import Http, LoopRunner, Tick, q
 log = logging.getLogger(__name__)
 V3 = "/_matrix/client/v3"
 ADMIN = "/_synapse/admin/v1"
-NIO_STORE_DIR = "nio-store"
 PICKLE_KEY_FILE = "pickle.key"
-FORBIDDEN_PICKLE_KEYS = frozenset({"", "DEFAULT_KEY"})
 
 
 @dataclass(frozen=True)
@@ -93,9 +89,12 @@ class MatrixSyncClient:
         self.state_dir = settings.state_dir
         self._lock = sess.lock_state_dir(self.state_dir)
         try:
-            config = self._nio_config()
-            self.nio = AsyncClient(self.creds.homeserver_url.rstrip("/"), self.creds.username,
-                                   store_path=str(self._store_dir()), config=config)
+            self.crypto = CryptoSettings(self.state_dir, self._pickle_key(), password=self.creds.password)
+            # e2ee/store.py owns the store's layout (state_dir/crypto, SqliteStore)
+            # and the log redaction; nio itself must never retry: this client decides.
+            self.nio = new_client(self.creds.homeserver_url.rstrip("/"), self.creds.username,
+                                  self.crypto, max_limit_exceeded=0, max_timeouts=0,
+                                  request_timeout=settings.request_timeout_s)
         except BaseException:
             sess.unlock_state_dir(self._lock)
             raise
@@ -130,7 +129,10 @@ class MatrixSyncClient:
         stored = sess.load_session(sess.session_path(self.state_dir))
         decision = sess.decide_login(stored, self.creds)
         if decision.action is sess.LoginAction.RESTORE and stored is not None:
-            self.nio.restore_login(stored.user_id, stored.device_id, stored.access_token)
+            # A saved device without its store is refused (CryptoStoreError): nio
+            # would invent new identity keys and the device would lose its sessions.
+            restore_session(self.nio, self.crypto, stored.user_id, stored.device_id,
+                            stored.access_token, store_must_exist=True)
             log.info("restored the login of %s on device %s", stored.user_id, stored.device_id)
         elif decision.action is sess.LoginAction.ADOPT_TOKEN:
             self._adopt_token()
@@ -178,7 +180,7 @@ class MatrixSyncClient:
         if not sess.same_user(user_id, self.creds.username or user_id):
             raise LoginRejected(f"the homeserver says this login is {user_id}, "
                                 f"not matrix.username {self.creds.username}")
-        self.nio.restore_login(user_id, device_id, token)
+        restore_session(self.nio, self.crypto, user_id, device_id, token, store_must_exist=False)
         sess.save_session(sess.session_path(self.state_dir), sess.StoredSession(
             user_id, device_id, token, self.creds.homeserver_url, adopted))
 
@@ -351,24 +353,10 @@ class MatrixSyncClient:
 
     # Lifecycle ---------------------------------------------------------------
 
-    def _nio_config(self) -> AsyncClientConfig:
-        return AsyncClientConfig(
-            max_limit_exceeded=0, max_timeouts=0, request_timeout=self.settings.request_timeout_s,
-            store_sync_tokens=False, encryption_enabled=ENCRYPTION_ENABLED,
-            pickle_key=self._pickle_key())
-
     def _pickle_key(self) -> str:
+        """The configured key (e2ee/store.py checks it), else a random one kept in state_dir."""
         key = self.settings.pickle_key
-        if key is None:
-            return sess.load_or_create_secret(self.state_dir / PICKLE_KEY_FILE)
-        if key in FORBIDDEN_PICKLE_KEYS:
-            raise ValueError("matrix pickle key: empty or nio's public default; set a secret")
-        return key
-
-    def _store_dir(self) -> Path:
-        path = self.state_dir / NIO_STORE_DIR
-        path.mkdir(mode=sess.DIR_MODE, parents=True, exist_ok=True)
-        return path
+        return sess.load_or_create_secret(self.state_dir / PICKLE_KEY_FILE) if key is None else key
 
     def close(self) -> None:
         """Close the HTTP session and the loop; the login stays valid (never logout())."""

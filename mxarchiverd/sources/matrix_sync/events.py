@@ -1,6 +1,6 @@
 """A client-format event (from /sync or /messages) -> the pipeline's raw-event dict (pure).
 
-The dict has the keys the DB source yields (sources/synapse_db.py row_to_event),
+The dict has the keys the DB source yields (pipeline/messages.py RAW_EVENT_KEYS),
 so the enricher and classifier treat both modes alike. What differs, and why:
 
 - `stream_ordering` and `topological_ordering` are None: the client API does not

@@ -143,19 +143,3 @@ SELECT q.event_id, q.room_id, q.stream_ordering, q.reason, q.raw_json
   FROM jsonb_to_recordset(%s::jsonb) AS q(event_id text, room_id text, stream_ordering bigint, reason text, raw_json text)
 ON CONFLICT (event_id) DO UPDATE SET last_seen_at = NOW(), reason = EXCLUDED.reason
 """
-
-# Forward streams only move up, the backfill stream only down: a stale batch can
-# never move a cursor back over rows stored since.
-ADVANCE_CURSOR = """
-INSERT INTO archive_cursors (stream, position) VALUES (%(stream)s, %(position)s)
-ON CONFLICT (stream) DO UPDATE
-   SET position = CASE WHEN EXCLUDED.stream IN ('backfill', 'ex_outlier_backfill') THEN LEAST(archive_cursors.position, EXCLUDED.position)
-                       ELSE GREATEST(archive_cursors.position, EXCLUDED.position) END,
-       updated_at = NOW()
-"""
-
-ADVANCE_ROOM_HISTORY = """
-UPDATE monitored_rooms SET history_cursor = GREATEST(COALESCE(history_cursor, %(position)s), %(position)s),
-       history_done = %(done)s, updated_at = NOW()
- WHERE room_id = %(room_id)s
-"""

@@ -14,8 +14,10 @@ from typing import Any
 import orjson
 import psycopg
 
-from mxarchiverd.sinks import archive_sql as sql
-from mxarchiverd.sinks.archive_sql import ROW_COLUMNS
+from mxarchiverd.archive import batch_sql as sql
+from mxarchiverd.archive.batch_sql import ROW_COLUMNS
+from mxarchiverd.archive.cursors import store_cursor
+from mxarchiverd.pipeline.messages import ArchiveRow, RoomSummary, RowBatch
 
 log = logging.getLogger(__name__)
 _ROW_KEYS = tuple(name for name, _ in ROW_COLUMNS)
@@ -28,9 +30,9 @@ class BatchResult:
     redacted: int
 
 
-def write_batch(conn: psycopg.Connection, batch: dict[str, Any], *, purge: bool) -> BatchResult:
+def write_batch(conn: psycopg.Connection, batch: RowBatch, *, purge: bool) -> BatchResult:
     """Store a batch from the enricher and move its cursor, atomically."""
-    rows: list[dict[str, Any]] = batch["rows"]
+    rows = batch.rows
     ids = [row["event_id"] for row in rows]
     with conn.transaction():
         inserted = _insert_rows(conn, rows)
@@ -39,9 +41,9 @@ def write_batch(conn: psycopg.Connection, batch: dict[str, Any], *, purge: bool)
         edit_targets = ids + [r["relates_to_event_id"] for r in rows if r["relation_type"] == "m.replace"]
         edit_targets += [target for _, relation, target in redacted if relation == "m.replace" and target]
         conn.execute(sql.APPLY_EDITS, {"ids": edit_targets, "purge": purge})
-        _upsert_rooms(conn, batch.get("rooms") or [])
+        _upsert_rooms(conn, batch.rooms)
         _quarantine(conn, rows)
-        _advance_cursor(conn, batch)
+        store_cursor(conn, batch.cursor)
     return BatchResult(inserted, len(redacted))
 
 
@@ -49,14 +51,14 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _insert_rows(conn: psycopg.Connection, rows: list[dict[str, Any]]) -> int:
+def _insert_rows(conn: psycopg.Connection, rows: list[ArchiveRow]) -> int:
     if not rows:
         return 0
     payload = [{key: row.get(key) for key in _ROW_KEYS} for row in rows]
     return conn.execute(sql.INSERT_ROWS, (_json(payload),)).rowcount
 
 
-def _insert_media_jobs(conn: psycopg.Connection, rows: list[dict[str, Any]]) -> None:
+def _insert_media_jobs(conn: psycopg.Connection, rows: list[ArchiveRow]) -> None:
     jobs = [{**ref, "event_id": row["event_id"]} for row in rows for ref in row.get("media", ())]
     if jobs:
         conn.execute(sql.INSERT_MEDIA_JOBS, (_json(jobs),))
@@ -71,12 +73,12 @@ def _apply_redactions(conn: psycopg.Connection, ids: list[str], purge: bool) -> 
     return redacted
 
 
-def _upsert_rooms(conn: psycopg.Connection, rooms: list[dict[str, Any]]) -> None:
+def _upsert_rooms(conn: psycopg.Connection, rooms: list[RoomSummary]) -> None:
     if rooms:
         conn.execute(sql.UPSERT_ROOMS, (_json(rooms),))
 
 
-def _quarantine(conn: psycopg.Connection, rows: list[dict[str, Any]]) -> None:
+def _quarantine(conn: psycopg.Connection, rows: list[ArchiveRow]) -> None:
     bad = [row for row in rows if row.get("archive_problem")]
     for row in bad:
         log.warning("event %s in %s stored with a problem: %s", row["event_id"], row["room_id"], row["archive_problem"])
@@ -85,14 +87,6 @@ def _quarantine(conn: psycopg.Connection, rows: list[dict[str, Any]]) -> None:
         conn.execute(sql.QUARANTINE, (_json(held),))
 
 
-def _quarantine_entry(row: dict[str, Any]) -> dict[str, Any]:
+def _quarantine_entry(row: ArchiveRow) -> dict[str, Any]:
     return {"event_id": row["event_id"], "room_id": row["room_id"], "stream_ordering": row["stream_ordering"],
             "reason": row["archive_problem"], "raw_json": row["event_raw"]}
-
-
-def _advance_cursor(conn: psycopg.Connection, batch: dict[str, Any]) -> None:
-    if batch["stream"] == "room_history":
-        conn.execute(sql.ADVANCE_ROOM_HISTORY, {"room_id": batch["room_id"], "position": batch["position"],
-                                                "done": batch["done"]})
-    else:
-        conn.execute(sql.ADVANCE_CURSOR, {"stream": batch["stream"], "position": batch["position"]})

@@ -17,7 +17,8 @@ from typing import Any
 import orjson
 import psycopg
 
-from mxarchiverd.sources.bounds import StreamBounds, compute_bounds
+from mxarchiverd.pipeline.messages import RawEvent
+from mxarchiverd.sources.synapse_db.bounds import StreamBounds, compute_bounds
 
 # Columns every event query returns, in this order (see row_to_event).
 _EVENT_COLUMNS = """
@@ -72,6 +73,10 @@ SELECT {_EVENT_COLUMNS} FROM events e {_JOINS}
 """
 
 
+# An event and its position on the stream that found it.
+Positioned = tuple[int, RawEvent]
+
+
 class SynapseReader:
     """One read-only connection to Synapse's database and the queries on it."""
 
@@ -91,25 +96,31 @@ class SynapseReader:
             )
             return compute_bounds(cur.fetchall(), writers)
 
-    def forward(self, cursor: int, bound: int, rooms: Sequence[str] | None, limit: int) -> list[dict[str, Any]]:
-        return self._events(FORWARD_SQL, _params(cursor, bound, rooms, limit))
+    # The stream reads: (stream position, event) pairs, the position being what the
+    # stream's cursor follows (streams.py declares which read serves which stream).
 
-    def backfill(self, cursor: int, bound: int, rooms: Sequence[str] | None, limit: int) -> list[dict[str, Any]]:
-        return self._events(BACKFILL_SQL, _params(cursor, bound, rooms, limit))
+    def forward(self, cursor: int, bound: int, rooms: Sequence[str] | None, limit: int) -> list[Positioned]:
+        return self._by_ordering(FORWARD_SQL, _params(cursor, bound, rooms, limit))
 
-    def ex_outliers(self, cursor: int, bound: int, rooms: Sequence[str] | None, limit: int) -> list[tuple[int, dict[str, Any]]]:
+    def backfill(self, cursor: int, bound: int, rooms: Sequence[str] | None, limit: int) -> list[Positioned]:
+        return self._by_ordering(BACKFILL_SQL, _params(cursor, bound, rooms, limit))
+
+    def ex_outliers(self, cursor: int, bound: int, rooms: Sequence[str] | None, limit: int) -> list[Positioned]:
         return self._positioned(EX_OUTLIER_SQL, _params(cursor, bound, rooms, limit))
 
     def ex_outliers_backfill(self, cursor: int, bound: int, rooms: Sequence[str] | None,
-                             limit: int) -> list[tuple[int, dict[str, Any]]]:
+                             limit: int) -> list[Positioned]:
         return self._positioned(EX_OUTLIER_BACKFILL_SQL, _params(cursor, bound, rooms, limit))
 
-    def _positioned(self, sql: str, params: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    def _positioned(self, sql: str, params: dict[str, Any]) -> list[Positioned]:
         with self.read() as cur:
             cur.execute(sql, params)
             return [(row[0], row_to_event(row[1:])) for row in cur.fetchall()]
 
-    def room_history(self, room_id: str, cursor: int, upto: int, limit: int) -> list[dict[str, Any]]:
+    def _by_ordering(self, sql: str, params: dict[str, Any]) -> list[Positioned]:
+        return [(event["stream_ordering"], event) for event in self._events(sql, params)]
+
+    def room_history(self, room_id: str, cursor: int, upto: int, limit: int) -> list[RawEvent]:
         params = {"room_id": room_id, "cursor": cursor, "upto": upto, "limit": limit}
         return self._events(ROOM_HISTORY_SQL, params)
 
@@ -118,7 +129,7 @@ class SynapseReader:
             cur.execute("SELECT room_id FROM rooms")
             return [r[0] for r in cur.fetchall()]
 
-    def _events(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    def _events(self, sql: str, params: dict[str, Any]) -> list[RawEvent]:
         with self.read() as cur:
             cur.execute(sql, params)
             return [row_to_event(row) for row in cur.fetchall()]
@@ -129,7 +140,7 @@ def _params(cursor: int, bound: int, rooms: Sequence[str] | None, limit: int) ->
             "all_rooms": rooms is None, "rooms": list(rooms or [])}
 
 
-def row_to_event(row: Sequence[Any]) -> dict[str, Any]:
+def row_to_event(row: Sequence[Any]) -> RawEvent:
     """A JSON-native dict for the queue; the event JSON stays raw text until the enricher."""
     (stream_ordering, topological_ordering, event_id, room_id, type_, state_key, sender,
      origin_server_ts, json_text, internal_metadata, redacts, recheck, room_version) = row

@@ -11,6 +11,7 @@ beat proves that the loop turns, not merely that the interpreter is alive.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from multiprocessing.context import BaseContext
 from typing import Any
 
@@ -23,11 +24,25 @@ STAT_KEYS: tuple[str, ...] = ("archived", "lag", "media_backlog", "errors")
 
 # beat: CLOCK_MONOTONIC seconds of the last beat, 0 = never (time.monotonic is
 #   system-wide on Linux, so the supervisor can compare it with its own clock).
-# progress: messages handled so far; ready: 1 once stage.open() succeeded;
+# progress: work done so far (messages handled or emitted, and the stage's own
+#   proofs of progress during long work); only its changes matter.
+# holding: 1 while the stage holds work it has not finished (a message taken from
+#   its inbox, transfers under way). Holding work without progress is being stuck,
+#   however fresh the beat (see supervisor/children.py is_stalled).
+# ready: 1 once stage.open() succeeded;
 # generation: the config generation the child runs with (acknowledges a reconfigure).
-FIELDS: tuple[str, ...] = ("beat", "progress", "ready", "generation", *STAT_KEYS)
+FIELDS: tuple[str, ...] = ("beat", "progress", "holding", "ready", "generation", *STAT_KEYS)
 _AT = {name: i for i, name in enumerate(FIELDS)}
 WIDTH = len(FIELDS)
+
+
+@dataclass(frozen=True)
+class Pulse:
+    """What the supervisor reads of one child at a time: is its loop turning, is it getting anywhere."""
+
+    beat: float = 0.0
+    progress: int = 0
+    holding: bool = False
 
 
 class HeartbeatSlot:
@@ -52,6 +67,9 @@ class HeartbeatSlot:
         if count:
             self._set("progress", self._get("progress") + count)
 
+    def set_holding(self, holding: bool) -> None:
+        self._set("holding", 1.0 if holding else 0.0)
+
     def mark_ready(self) -> None:
         self._set("ready", 1.0)
 
@@ -70,6 +88,10 @@ class HeartbeatSlot:
     @property
     def last_beat(self) -> float:
         return self._get("beat")
+
+    @property
+    def pulse(self) -> Pulse:
+        return Pulse(self._get("beat"), int(self._get("progress")), self._get("holding") >= 1.0)
 
     @property
     def ready(self) -> bool:
@@ -104,6 +126,9 @@ class HeartbeatBoard:
 
     def beats(self) -> dict[str, float]:
         return {role: slot.last_beat for role, slot in self.slots.items()}
+
+    def pulses(self) -> dict[str, Pulse]:
+        return {role: slot.pulse for role, slot in self.slots.items()}
 
     def stats(self) -> dict[str, dict[str, float]]:
         return {role: slot.stats() for role, slot in self.slots.items()}

@@ -46,33 +46,3 @@ def _backfill_bound(positions: dict[str, int]) -> int | None:
     if not positions:
         return None
     return max(positions.values())
-
-
-def next_forward_cursor(cursor: int, bound: int, last_read: int | None, full_batch: bool) -> int:
-    """Where the forward cursor goes after reading (cursor, bound] with a LIMIT.
-
-    A full batch may have stopped before the bound, so the cursor moves only to the
-    last row read; otherwise every committed row up to the bound has been seen and
-    the gap up to the bound is permanent (rollbacks, ids used by other streams).
-    """
-    if full_batch and last_read is not None:
-        return last_read
-    return max(cursor, bound)
-
-
-def next_backfill_cursor(cursor: int, bound: int, last_read: int | None, full_batch: bool) -> int:
-    """The same for the downward backfill stream."""
-    if full_batch and last_read is not None:
-        return last_read
-    return min(cursor, bound)
-
-
-# At most this many stream positions per read: in explicit-rooms mode a query that
-# filters a few rooms out of a busy server would otherwise scan the whole gap after
-# an outage in one statement and could hit statement_timeout on every retry.
-READ_WINDOW = 100_000
-
-
-def windowed_bound(cursor: int, bound: int, downward: bool = False, window: int = READ_WINDOW) -> int:
-    """The bound of one read: the stream's bound, but no further than `window` from the cursor."""
-    return max(bound, cursor - window) if downward else min(bound, cursor + window)

@@ -1,7 +1,7 @@
 """The queues between pipeline stages, the supervisor's control pipes, and their codecs.
 
 Data envelopes (stage -> stage) are JSON-native dicts, `{"v": 1, "kind": ..., ...}`
-(the stage's Message with the version added), encoded by orjson at the producer
+(a typed message's wire form, pipeline/messages.py, with the version added), encoded by orjson at the producer
 so that a non-JSON value fails there, in the stage that made it, and not in
 the consumer. `{"v": 1, "kind": "end"}` is the end-of-stream marker.
 
@@ -29,7 +29,6 @@ from typing import Any
 import orjson
 
 from mxarchiverd.config import Config
-from mxarchiverd.workers.stage import Message
 
 VERSION = 1
 END = "end"
@@ -49,8 +48,8 @@ class EnvelopeError(ValueError):
     """A message that cannot be encoded, or an envelope that cannot be read."""
 
 
-def encode(message: Message) -> bytes:
-    """A stage's message as envelope bytes; raises EnvelopeError for non-JSON values."""
+def encode(message: dict[str, Any]) -> bytes:
+    """A message's wire form as envelope bytes; raises EnvelopeError for non-JSON values."""
     kind = message.get("kind")
     if not isinstance(kind, str) or kind == END or "v" in message:
         raise EnvelopeError(f"a message needs a string 'kind' other than {END!r} and no 'v' key")
@@ -60,8 +59,8 @@ def encode(message: Message) -> bytes:
         raise EnvelopeError(f"message of kind {kind!r} is not JSON-native: {exc}") from None
 
 
-def decode(data: bytes) -> Message:
-    """Envelope bytes back to the message (the end marker decodes to {"kind": "end"})."""
+def decode(data: bytes) -> dict[str, Any]:
+    """Envelope bytes back to the wire form (the end marker decodes to {"kind": "end"})."""
     try:
         envelope = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -74,7 +73,7 @@ def decode(data: bytes) -> Message:
     return envelope
 
 
-def is_end(message: Message) -> bool:
+def is_end(message: dict[str, Any]) -> bool:
     return message.get("kind") == END
 
 

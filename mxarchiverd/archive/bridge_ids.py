@@ -8,12 +8,11 @@ whatsapp_message_id NULL), so a restart loses nothing.
 """
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 import orjson
 import psycopg
-
-from mxarchiverd.sources.bridge_db import BridgeReader
 
 LATE_WINDOW_MINUTES = 10
 BATCH = 500
@@ -34,14 +33,25 @@ UPDATE archived_messages m
 """
 
 
-def fill_late_bridge_ids(archive: psycopg.Connection, bridge: BridgeReader) -> int:
+class BridgeIds(NamedTuple):
+    """What the bridge's message and ghost rows say about one archived event."""
+
+    message_id: str | None
+    sender_id: str | None
+    phone: str | None
+
+
+# event ids -> the bridge's ids of those it knows (sources/bridge_db.py answers it).
+BridgeLookup = Callable[[list[str]], Mapping[str, BridgeIds]]
+
+
+def fill_late_bridge_ids(archive: psycopg.Connection, lookup: BridgeLookup) -> int:
     """Look the waiting rows up in the bridge once more; return how many were filled."""
     waiting = [row[0] for row in archive.execute(AWAITING_SQL).fetchall()]
     if not waiting:
         return 0
-    found: list[dict[str, Any]] = [
-        {"event_id": event_id, "message_id": m.message_id, "sender_id": m.sender_id, "phone": m.sender_phone}
-        for event_id, m in bridge.messages(waiting).items()]
+    found = [{"event_id": event_id, "message_id": ids.message_id, "sender_id": ids.sender_id, "phone": ids.phone}
+             for event_id, ids in lookup(waiting).items()]
     if not found:
         return 0
     return archive.execute(FILL_SQL, (orjson.dumps(found).decode(),)).rowcount
