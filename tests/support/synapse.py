@@ -7,6 +7,7 @@ Fixtures:
   costs many seconds, so one instance serves the whole test session; tests keep
   apart by creating their own users and rooms.
 - ``synapse_db`` (function): an autocommit psycopg connection to Synapse's DB.
+- ``limited_synapse`` (module): another Synapse with low rate limits (429 tests).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,7 +132,8 @@ def _rate_limits() -> dict[str, Any]:
 
 
 def build_config(workdir: Path, port: int, pg: PgServer, dbname: str,
-                 shared_secret: str) -> dict[str, Any]:
+                 shared_secret: str, rate_limits: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Synapse's config; `rate_limits` replaces some of the unlimited rc_* settings."""
     config: dict[str, Any] = {
         "server_name": SERVER_NAME,
         "public_baseurl": f"http://127.0.0.1:{port}/",
@@ -161,6 +164,7 @@ def build_config(workdir: Path, port: int, pg: PgServer, dbname: str,
         "presence": {"enabled": False},
     }
     config.update(_rate_limits())
+    config.update(rate_limits or {})
     return config
 
 
@@ -227,13 +231,13 @@ def missing_tables(dsn: str) -> list[str]:
     return [name for name in REQUIRED_TABLES if name not in present]
 
 
-@pytest.fixture(scope="session")
-def synapse(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory
-            ) -> Iterator[SynapseServer]:
-    workdir = tmp_path_factory.mktemp("synapse")
+@contextmanager
+def running_synapse(pg_server: PgServer, workdir: Path,
+                    rate_limits: dict[str, Any] | None = None) -> Iterator[SynapseServer]:
+    """Start a Synapse on a free loopback port with its own database; stop it after."""
     db_dsn = pg_server.create_database("synapse", c_locale=True)
     port, secret = free_port(), secrets.token_hex(16)
-    config = build_config(workdir, port, pg_server, dbname_of(db_dsn), secret)
+    config = build_config(workdir, port, pg_server, dbname_of(db_dsn), secret, rate_limits)
     log_path, output_path = workdir / "homeserver.log", workdir / "stdout.log"
     (workdir / "log.yaml").write_text(yaml.safe_dump(_log_config(log_path)))
     config_path = workdir / "homeserver.yaml"
@@ -258,7 +262,32 @@ def synapse(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory
         pg_server.drop_database(dbname_of(db_dsn))
 
 
+@pytest.fixture(scope="session")
+def synapse(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[SynapseServer]:
+    with running_synapse(pg_server, tmp_path_factory.mktemp("synapse")) as server:
+        yield server
+
+
 @pytest.fixture
 def synapse_db(synapse: SynapseServer) -> Iterator[psycopg.Connection]:
     with psycopg.connect(synapse.db_dsn, autocommit=True) as conn:
         yield conn
+
+
+# Low enough that a bot joining a few rooms, or logging in twice, gets 429s.
+LOW = {"per_second": 0.5, "burst_count": 1}
+LOW_RATE_LIMITS: dict[str, Any] = {
+    "rc_joins": {"local": LOW, "remote": LOW},
+    "rc_login": {"address": LOW, "account": LOW, "failed_attempts": UNLIMITED},
+    "rc_message": {"per_second": 1, "burst_count": 3},
+}
+
+
+@pytest.fixture(scope="module")
+def limited_synapse(pg_server: PgServer, tmp_path_factory: pytest.TempPathFactory
+                    ) -> Iterator[SynapseServer]:
+    """A second Synapse whose rc_joins, rc_login and rc_message answer 429 readily."""
+    with running_synapse(pg_server, tmp_path_factory.mktemp("synapse-limited"),
+                         rate_limits=LOW_RATE_LIMITS) as server:
+        yield server
