@@ -45,6 +45,20 @@ class MatrixConfig:
         RESTART, restarts=frozenset({"poller", "uploader"}), secret=True)
     device_name: str = setting("mxarchiverd", "display name of the bot's device", RESTART, restarts=POLLER,
                                parse=as_str, modes=BOT_MODE)
+    state_dir: Path = setting(
+        Path("/var/lib/mxarchiverd/matrix"), "the bot's login, device keys and sync filters (mode 0700)", RESTART,
+        restarts=POLLER | UPLOADER, parse=absolute_path, modes=BOT_MODE)
+    pickle_key: Secret | None = setting(
+        None, "encrypts the bot's crypto store (16+ characters; required in matrix_sync mode)", RESTART,
+        restarts=POLLER, secret=True, modes=BOT_MODE)
+    timeline_limit: int = setting(50, "events per room in one /sync; a longer gap is paged through /messages",
+                                  HOT, parse=as_int(1), modes=BOT_MODE)
+    accept_invites: str = setting(
+        "listed", "listed: invites to configured or already archived rooms (every room with rooms: []); "
+        "all; none", HOT, parse=one_of("listed", "all", "none"), modes=BOT_MODE)
+    use_admin_api: bool = setting(
+        True, "when the account is a server admin, page what the bot could not see through Synapse's admin API",
+        HOT, parse=as_bool, modes=BOT_MODE)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,9 @@ from mxarchiverd.config.model import Config
 from mxarchiverd.config.reader import Problems, Section
 from mxarchiverd.config.settings import Setting, declaration
 
+# e2ee/store.py's rule; repeated here so that config never imports the Matrix client side.
+MIN_PICKLE_KEY_CHARS = 16
+
 # Derived defaults still to compute once the whole config is read: (key path, declaration).
 Pending = list[tuple[str, Setting]]
 
@@ -104,8 +107,20 @@ def _cross_checks(config: Config, problems: Problems) -> None:
     _dsn_problems(config, problems)
     if config.archive_dsn is None:
         problems.add("archive.database_url", "required: set it or supabase.database.connection_string")
+    if config.source.mode == "matrix_sync":
+        _bot_problems(config, problems)
     if config.archive.storage_backend == "supabase":
         if not config.supabase.url:
             problems.add("supabase.url", "required when archive.storage_backend is supabase")
         if config.supabase.service_role_key is None:
             problems.add("supabase.service_role_key", "required when archive.storage_backend is supabase")
+
+
+def _bot_problems(config: Config, problems: Problems) -> None:
+    matrix = config.matrix
+    if matrix.access_token is None and not (matrix.username and matrix.password):
+        problems.add("matrix", "matrix_sync needs username and password, or access_token")
+    key = matrix.pickle_key.value if matrix.pickle_key else ""
+    if len(key) < MIN_PICKLE_KEY_CHARS or key == "DEFAULT_KEY":
+        problems.add("matrix.pickle_key", f"required in matrix_sync mode: a secret of at least "
+                                          f"{MIN_PICKLE_KEY_CHARS} characters (it encrypts the crypto store)")

@@ -109,6 +109,8 @@ class HoleBounds:
     after_ts: int | None
     before_event_id: str | None = None  # the bot's join when back; None while out
     before_ts: int | None = None
+    # "unfillable" when nothing the bot may use can page it; else derived from the bounds.
+    state: str | None = None
 
 
 @dataclass(frozen=True)
