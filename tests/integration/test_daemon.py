@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import psycopg
@@ -22,6 +22,7 @@ from tests.support.waiting import wait_for
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).parents[2]
 ROOMS = [f"!daemon{i}:synth.test" for i in range(3)]
+DEV_COMMAND = (sys.executable, "-m", "mxarchiverd")
 
 
 class Writer(threading.Thread):
@@ -50,20 +51,25 @@ class Writer(threading.Thread):
 
 
 class RealDaemon:
-    def __init__(self, workdir: Path, source: str, archive: str) -> None:
+    """`mxarchiverd run` as systemd starts it; `command`, `cwd` and `environ` let a test run
+    another install of it (test_installed_wheel.py), `source_extra`/`extra` add config."""
+
+    def __init__(self, workdir: Path, source: str, archive: str, *, command: Sequence[str] = DEV_COMMAND,
+                 cwd: Path = REPO, environ: Mapping[str, str] = os.environ, source_extra: str = "",
+                 extra: str = "") -> None:
         self.socket_dir = Path(tempfile.mkdtemp(prefix="mxd-"))
         self.notify = NotifyListener(self.socket_dir / "notify.sock")
         self.config = workdir / "config.yaml"
         self.config.write_text(
-            f"source:\n  synapse_db_url: '{source}'\narchive:\n  database_url: '{archive}'\n"
+            f"source:\n  synapse_db_url: '{source}'\n{source_extra}archive:\n  database_url: '{archive}'\n"
             f"  storage_path: {workdir / 'media'}\nprocessing:\n  batch_size: 50\n  poll_interval: 100ms\n"
             "daemon:\n  restart_backoff_initial: 100ms\n  restart_backoff_max: 1s\n  restart_limit: 30\n"
-            "  startup_timeout: 20s\n  stop_timeout: 20s\n")
+            f"  startup_timeout: 20s\n  stop_timeout: 20s\n{extra}")
         self.log = workdir / "daemon.log"
-        env = dict(os.environ, NOTIFY_SOCKET=str(self.notify.path), WATCHDOG_USEC="2000000")
+        env = dict(environ, NOTIFY_SOCKET=str(self.notify.path), WATCHDOG_USEC="2000000")
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "mxarchiverd", "--config", str(self.config), "run"],
-                                         env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+            self.proc = subprocess.Popen([*command, "--config", str(self.config), "run"],
+                                         env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                          start_new_session=True)
 
     def role_pids(self, role: str) -> list[int]:
