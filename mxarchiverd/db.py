@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 
@@ -29,7 +30,7 @@ def connect(dsn: str, *, purpose: str, autocommit: bool = False, connect_timeout
     transaction read-only, every statement bounded. Sources are direct connections,
     so session options are fine there.
     """
-    options = {}
+    options: dict[str, Any] = {}
     if read_only_timeout is not None:
         options["options"] = (f"-c default_transaction_read_only=on "
                               f"-c statement_timeout={max(1, int(read_only_timeout * 1000))}")
@@ -62,6 +63,14 @@ def connect_with_retry(
                 raise DatabaseUnavailable(f"{purpose} database unreachable: {first_line(exc)}") from None
             sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+def scalar(cursor: psycopg.Cursor[Any]) -> Any:
+    """The one value of a statement that always returns a row (count, EXISTS, RETURNING of an upsert)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise psycopg.DataError("expected a row, the statement returned none")
+    return row[0]
 
 
 def first_line(exc: BaseException) -> str:

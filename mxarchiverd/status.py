@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 
 from mxarchiverd.config import Config
-from mxarchiverd.db import connect
+from mxarchiverd.db import connect, scalar
 from mxarchiverd.migrate import applied_versions, available_migrations
 from mxarchiverd.sources.bounds import compute_bounds
 
@@ -64,9 +64,10 @@ def collect(config: Config) -> Status:
 
 
 def _archive_facts(conn: psycopg.Connection) -> dict[str, Any]:
-    one = lambda sql: conn.execute(sql).fetchone()[0]  # noqa: E731 - a local shorthand
+    one = lambda sql: scalar(conn.execute(sql))  # noqa: E731 - a local shorthand
     rooms = conn.execute("""SELECT count(*) FILTER (WHERE enabled), count(*) FILTER (WHERE NOT enabled),
-                                   count(*) FILTER (WHERE enabled AND NOT history_done) FROM monitored_rooms""").fetchone()
+                                   count(*) FILTER (WHERE enabled AND NOT history_done)
+                              FROM monitored_rooms""").fetchone() or (0, 0, 0)
     return {
         "schema_version": max(applied_versions(conn), default=0),
         "schema_expected": available_migrations()[-1].version,

@@ -134,7 +134,7 @@ class PrivateCluster:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def open_server(stack: "procs.Cleanup", admin_dsn: str | None) -> Server:
+def open_server(stack: procs.Cleanup, admin_dsn: str | None) -> Server:
     """The server to benchmark on: `admin_dsn` (a superuser DSN) or a new private cluster."""
     if admin_dsn:
         server = Server(admin_dsn, find_pg_bindir())

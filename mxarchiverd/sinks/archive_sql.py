@@ -149,7 +149,8 @@ ON CONFLICT (event_id) DO UPDATE SET last_seen_at = NOW(), reason = EXCLUDED.rea
 ADVANCE_CURSOR = """
 INSERT INTO archive_cursors (stream, position) VALUES (%(stream)s, %(position)s)
 ON CONFLICT (stream) DO UPDATE
-   SET position = CASE WHEN EXCLUDED.stream IN ('backfill', 'ex_outlier_backfill') THEN LEAST(archive_cursors.position, EXCLUDED.position)
+   SET position = CASE WHEN EXCLUDED.stream IN ('backfill', 'ex_outlier_backfill')
+                       THEN LEAST(archive_cursors.position, EXCLUDED.position)
                        ELSE GREATEST(archive_cursors.position, EXCLUDED.position) END,
        updated_at = NOW()
 """

@@ -160,7 +160,7 @@ class Poller(SourceStage):
         return {"kind": "events", "stream": stream, "position": position, "events": events, "full": full}
 
     def _durable_cursors(self) -> dict[str, int]:
-        found = dict(self.archive.execute("SELECT stream, position FROM archive_cursors").fetchall())
+        found: dict[str, int] = dict(self.archive.execute("SELECT stream, position FROM archive_cursors").fetchall())
         return {stream: int(found.get(stream, 0)) for stream in STREAMS}
 
     def _register_rooms(self) -> None:
@@ -189,7 +189,7 @@ class Poller(SourceStage):
 
     def _maybe_discover(self) -> None:
         """Seed 001 phase 3: every bridged portal room becomes a monitored room."""
-        if not self._auto_discover or time.monotonic() < self.next_discovery:
+        if self.bridge is None or not self._auto_discover or time.monotonic() < self.next_discovery:
             return
         self.next_discovery = time.monotonic() + BRIDGE_DISCOVERY_INTERVAL
         rooms = [{"room_id": p.room_id, "room_name": p.name, "whatsapp_id": p.chat_id,

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from mxarchiverd.db import DatabaseUnavailable
+from mxarchiverd.db import DatabaseUnavailable, scalar
 from mxarchiverd.media import jobs as sql
 from mxarchiverd.media.errors import MediaRefused
 from mxarchiverd.media.fetch import FetchFailed
@@ -64,7 +64,7 @@ class Uploader(SourceStage):
         if time.monotonic() >= self.next_backlog_count:
             self.next_backlog_count = time.monotonic() + BACKLOG_EVERY
             with self.archive.connection() as conn:
-                self.backlog = conn.execute(sql.BACKLOG_SQL).fetchone()[0]
+                self.backlog = scalar(conn.execute(sql.BACKLOG_SQL))
         return {"media_backlog": float(self.backlog), "errors": float(self.counts["failed"] + self.counts["refused"])}
 
     def produce(self) -> tuple[list[dict[str, object]], float]:
@@ -134,13 +134,13 @@ class Uploader(SourceStage):
             if conn.execute(sql.MARK_DONE_SQL, {"id": job.id}).fetchone() is None:
                 self._release_lost_job(conn, job, stored.object_path)
                 return
-            media_id = conn.execute(sql.RECORD_MEDIA_SQL, {
+            media_id = scalar(conn.execute(sql.RECORD_MEDIA_SQL, {
                 "event_id": job.event_id, "media_type": sql.media_type_label(job.media_type),
                 "original_filename": stored.filename, "file_size": stored.size, "mime_type": stored.mime_type,
                 "matrix_url": job.matrix_url, "storage_bucket": bucket, "storage_path": stored.object_path,
                 "public_url": self.store.object_url(stored.object_path), "media_kind": job.media_kind,
                 "sha256": stored.sha256, "encrypted": job.encrypted_file is not None,
-            }).fetchone()[0]
+            }))
             if self.config.processing.analysis_jobs and job.media_kind == "file":
                 conn.execute(sql.ANALYSIS_JOB_SQL, {"media_id": media_id, "event_id": job.event_id,
                                                     "storage_bucket": bucket, "storage_path": stored.object_path,
@@ -185,10 +185,10 @@ class Uploader(SourceStage):
             # the lease runs out and the purge is tried again
 
     def _still_used(self, conn: psycopg.Connection, job: Job, object_path: str) -> bool:
-        return bool(conn.execute(sql.LIVE_REFERENCE_SQL, {
+        return bool(scalar(conn.execute(sql.LIVE_REFERENCE_SQL, {
             "matrix_url": job.matrix_url, "media_kind": job.media_kind, "id": job.id, "event_id": job.event_id,
             "bucket": self.config.supabase.storage.bucket, "path": object_path,
-        }).fetchone()[0])
+        })))
 
 
 def _lock_object(conn: psycopg.Connection, object_path: str) -> None:
@@ -208,9 +208,9 @@ def _upload_again(conn: psycopg.Connection, job: Job) -> bool:
 def _deleted_since_claim(conn: psycopg.Connection, job: Job) -> bool:
     if job.claimed_at is None:
         return False
-    return bool(conn.execute(sql.DELETED_SINCE_SQL, {
+    return bool(scalar(conn.execute(sql.DELETED_SINCE_SQL, {
         "matrix_url": job.matrix_url, "media_kind": job.media_kind, "claimed_at": job.claimed_at,
-    }).fetchone()[0])
+    })))
 
 
 def _pool(dsn: str, purpose: str, size: int, timeout: float) -> ConnectionPool:
