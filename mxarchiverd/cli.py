@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from mxarchiverd import __version__
 from mxarchiverd.config import Config, ConfigError, load_config
 from mxarchiverd.config.render import render_yaml
-from mxarchiverd.db import DatabaseUnavailable, connect_with_retry
+from mxarchiverd.db import DatabaseMisconfigured, DatabaseUnavailable, connect_with_retry
 from mxarchiverd.exitcodes import ExitCode
 from mxarchiverd.migrate import SchemaMismatch, migrate
 
@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: Callable[[Config, argparse.Namespace], int] = args.command
     try:
         return command(config, args)
-    except (DatabaseUnavailable, SchemaMismatch) as exc:
+    except (DatabaseUnavailable, DatabaseMisconfigured, SchemaMismatch) as exc:
         log.error("%s", exc)
         return exc.exit_code
 

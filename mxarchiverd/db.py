@@ -7,6 +7,7 @@ with SET LOCAL, never per connection.
 """
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,25 @@ class DatabaseUnavailable(Exception):
     """A database stayed unreachable; the message names which one, never its password."""
 
     exit_code = ExitCode.UNAVAILABLE
+
+
+class DatabaseMisconfigured(Exception):
+    """libpq refused a value of the connection string: no retry or restart can help."""
+
+    exit_code = ExitCode.CONFIG
+
+
+# libpq's (and psycopg's) wording when it refuses an option's value before any network I/O.
+_REFUSED_OPTION = re.compile(r'^(?:connection is bad: )?(?:invalid integer value "[^"]*" for connection option "(?P<option>\w+)"'
+                             r'|invalid (?P<named>\w+) value|invalid (?P<port>port) number|could not match \d+ (?P<ports>port) numbers)')
+
+
+def refused_option(message: str) -> str | None:
+    """The connection option a libpq error refuses, if it is that kind of error."""
+    match = _REFUSED_OPTION.match(message)
+    if match is None:
+        return None
+    return next(name for name in match.groups() if name)
 
 
 def connect(dsn: str, *, purpose: str, autocommit: bool = False, connect_timeout: int = 10,
@@ -46,6 +66,12 @@ def connect(dsn: str, *, purpose: str, autocommit: bool = False, connect_timeout
     except psycopg.ProgrammingError:
         # libpq's parse errors quote the connection string, password included.
         raise DatabaseUnavailable(f"{purpose} database: the connection string cannot be parsed") from None
+    except psycopg.OperationalError as exc:
+        option = refused_option(first_line(exc))
+        if option is None:
+            raise
+        raise DatabaseMisconfigured(f"{purpose} database: libpq refuses the value of {option!r} in the connection"
+                                    " string") from None
 
 
 def connect_with_retry(
