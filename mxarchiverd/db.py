@@ -30,8 +30,10 @@ class DatabaseMisconfigured(Exception):
 
 
 # libpq's (and psycopg's) wording when it refuses an option's value before any network I/O.
-_REFUSED_OPTION = re.compile(r'^(?:connection is bad: )?(?:invalid integer value "[^"]*" for connection option "(?P<option>\w+)"'
-                             r'|invalid (?P<named>\w+) value|invalid (?P<port>port) number|could not match \d+ (?P<ports>port) numbers)')
+_REFUSED_OPTION = re.compile(r'^(?:connection is bad: )?(?:'
+                             r'invalid integer value "[^"]*" for connection option "(?P<option>\w+)"'
+                             r'|invalid (?P<named>\w+) value|invalid (?P<port>port) number'
+                             r'|could not match \d+ (?P<ports>port) numbers)')
 
 
 def refused_option(message: str) -> str | None:

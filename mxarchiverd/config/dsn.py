@@ -51,7 +51,7 @@ CHECKS: dict[str, Callable[[str], str | None]] = {
 }
 
 
-def dsn_value_problems(params: Mapping[str, str]) -> list[str]:
+def dsn_value_problems(params: Mapping[str, object]) -> list[str]:
     """What libpq would refuse in these (already parsed) parameters, one line per option."""
     problems = [f"{name}: {problem}" for name, check in CHECKS.items()
                 if name in params and (problem := check(str(params[name]))) is not None]
@@ -59,7 +59,7 @@ def dsn_value_problems(params: Mapping[str, str]) -> list[str]:
     return problems
 
 
-def _host_port_counts(params: Mapping[str, str]) -> list[str]:
+def _host_port_counts(params: Mapping[str, object]) -> list[str]:
     """libpq takes one port for all hosts, or one per host."""
     ports = str(params.get("port") or "").split(",")
     hosts = str(params.get("host") or params.get("hostaddr") or "").split(",")
