@@ -16,7 +16,8 @@ from typing import Any
 
 # The numbers a Stage.stats() may report, shown in STATUS= (see status.py):
 #   archived       events written to the archive (dbwriter), cumulative
-#   lag            seconds between the newest source event and now (poller/dbwriter)
+#   lag            stream positions between Synapse's commit-safe bound and the poller's
+#                  forward cursor (poller); positions, not seconds: Synapse's stream has no clock
 #   media_backlog  media jobs waiting (uploader)
 #   errors         errors so far (any stage), cumulative
 STAT_KEYS: tuple[str, ...] = ("archived", "lag", "media_backlog", "errors")

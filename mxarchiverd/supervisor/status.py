@@ -24,7 +24,7 @@ _KEY_VALUE_SECRET = re.compile(r"(?P<head>\b(?:password|passwd|secret|token|key)
 @dataclass(frozen=True)
 class Totals:
     archived: float = 0.0
-    lag: float = 0.0
+    lag: float = 0.0  # stream positions, not seconds (heartbeat.STAT_KEYS)
     media_backlog: float = 0.0
     errors: float = 0.0
 
@@ -67,7 +67,7 @@ def _headline(view: StatusView) -> str:
 
 
 def _numbers(totals: Totals) -> str:
-    return (f"archived {totals.archived:.0f} events, lag {totals.lag:.1f}s, "
+    return (f"archived {totals.archived:.0f} events, lag {totals.lag:.0f} positions, "
             f"media backlog {totals.media_backlog:.0f}, errors {totals.errors:.0f}")
 
 

@@ -22,8 +22,13 @@ def test_aggregate_adds_counts_and_takes_the_worst_lag() -> None:
 
 
 def test_running() -> None:
-    text = render_status(StatusView("running", RUNNING, Totals(1234, 0.42, 3, 0)))
-    assert text == "running; archived 1234 events, lag 0.4s, media backlog 3, errors 0"
+    text = render_status(StatusView("running", RUNNING, Totals(1234, 17, 3, 0)))
+    assert text == "running; archived 1234 events, lag 17 positions, media backlog 3, errors 0"
+
+
+def test_lag_is_shown_in_stream_positions_not_seconds() -> None:
+    """The poller's lag is how many stream positions it is behind Synapse's bound."""
+    assert "lag 323 positions" in render_status(StatusView("running", RUNNING, Totals(lag=323)))
 
 
 def test_degraded_names_the_children_that_are_not_running() -> None:
