@@ -5,7 +5,7 @@ import time
 
 from mxarchiverd.db import connect_with_retry
 from mxarchiverd.sinks.archive_db import write_batch
-from mxarchiverd.workers.stage import Message, TransformStage
+from mxarchiverd.workers.stage import Message, TransformStage, opened
 
 
 class DbWriter(TransformStage):
@@ -21,7 +21,8 @@ class DbWriter(TransformStage):
         self.archived_at_last_analyze = 0
 
     def close(self) -> None:
-        self.conn.close()
+        for conn in opened(self, "conn"):
+            conn.close()
 
     def handle(self, message: Message) -> list[Message]:
         result = write_batch(self.conn, message, purge=self.config.processing.redaction_policy == "purge")

@@ -22,7 +22,7 @@ from mxarchiverd.sources.rooms import (
     MIN_ORDERING, Registry, extend_history, load_registry, register_config_rooms, register_discovered_rooms,
 )
 from mxarchiverd.sources.synapse_db import SynapseReader
-from mxarchiverd.workers.stage import Message, SourceStage
+from mxarchiverd.workers.stage import Message, SourceStage, opened
 
 log = logging.getLogger(__name__)
 BRIDGE_DISCOVERY_INTERVAL = 60.0
@@ -62,9 +62,8 @@ class Poller(SourceStage):
         return BridgeReader(conn, source.bridge_id, source.statement_timeout)
 
     def close(self) -> None:
-        for conn in (self.synapse.conn, self.archive, self.bridge.conn if self.bridge else None):
-            if conn is not None:
-                conn.close()
+        for conn in [reader.conn for reader in opened(self, "synapse", "bridge")] + opened(self, "archive"):
+            conn.close()
 
     def reconfigure(self, config: Any) -> None:
         self.config = config

@@ -51,6 +51,17 @@ class Stage(abc.ABC):
         return {}
 
 
+def opened(stage: Stage, *names: str) -> list[Any]:
+    """The named attributes that open() got as far as setting (and that are not None).
+
+    close() runs after a failed open() too (workers/runner.py), so it must close what
+    open() did open without tripping over what it never reached: an AttributeError
+    there would be logged on top of the real start-up error.
+    """
+    found = vars(stage)
+    return [found[name] for name in names if found.get(name) is not None]
+
+
 class SourceStage(Stage):
     """A stage that makes work by itself: the poller, the uploader."""
 

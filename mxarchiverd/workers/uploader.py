@@ -22,7 +22,7 @@ from mxarchiverd.media.fetch import FetchFailed
 from mxarchiverd.media.jobs import Job, plan_failure
 from mxarchiverd.media.transfer import Stored, transfer
 from mxarchiverd.sinks.storage import ObjectStore, StorageError, open_store
-from mxarchiverd.workers.stage import SourceStage
+from mxarchiverd.workers.stage import SourceStage, opened
 
 log = logging.getLogger(__name__)
 LEASE_REFRESH = 30.0
@@ -51,13 +51,14 @@ class Uploader(SourceStage):
         self.backlog, self.next_backlog_count = 0, 0.0
 
     def close(self) -> None:
-        self.threads.shutdown(wait=True, cancel_futures=True)
-        self.store.close()
-        self.archive.close()
-        self.synapse.close()
-        for leftover in self.workdir.glob("*"):
-            leftover.unlink(missing_ok=True)
-        self.workdir.rmdir()
+        for threads in opened(self, "threads"):
+            threads.shutdown(wait=True, cancel_futures=True)
+        for resource in opened(self, "store", "archive", "synapse"):
+            resource.close()
+        for workdir in opened(self, "workdir"):
+            for leftover in workdir.glob("*"):
+                leftover.unlink(missing_ok=True)
+            workdir.rmdir()
 
     def stats(self) -> dict[str, float]:
         """media_backlog: jobs waiting (pending or purge), counted at most every BACKLOG_EVERY seconds."""
