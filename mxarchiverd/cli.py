@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 
 from mxarchiverd import __version__
 from mxarchiverd.config import Config, ConfigError, load_config
+from mxarchiverd.config.effect import keys_without_effect
+from mxarchiverd.config.loader import given_settings
 from mxarchiverd.config.render import render_yaml
 from mxarchiverd.db import DatabaseMisconfigured, DatabaseUnavailable, connect_with_retry
 from mxarchiverd.exitcodes import ExitCode
@@ -66,6 +68,10 @@ def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
     print(f"# configuration is valid ({config.path or 'no file; environment only'})")
     if config.source.mode == "matrix_sync":
         print("# warning: source.mode matrix_sync is not available in this release; `run` will refuse it")
+    idle = keys_without_effect(config, given_settings(config.path))
+    if idle:
+        print("# no effect in this configuration (accepted, but nothing reads it here):")
+        print("".join(f"#   {key}: {why}\n" for key, why in idle), end="")
     print(render_yaml(config), end="")
     return ExitCode.OK
 
@@ -87,5 +93,7 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
     from mxarchiverd.preflight import preflight
     from mxarchiverd.supervisor.supervisor import run_supervisor
 
+    for key, why in keys_without_effect(config, given_settings(config.path)):
+        log.warning("config: %s has no effect: %s", key, why)
     preflight(config)
     return run_supervisor(config)

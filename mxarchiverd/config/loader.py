@@ -70,6 +70,16 @@ def load_config(cli_path: str | None = None, environ: Mapping[str, str] | None =
     return config
 
 
+def given_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """What the operator gave, before defaults: the file with ${VAR}s expanded and the
+    environment overrides applied (config/effect.py compares it with what is read)."""
+    environ = os.environ if environ is None else environ
+    ignored = Problems()  # load_config has reported them already
+    data = _interpolate(_read_yaml(path, True, ignored) if path else {}, "", environ, ignored)
+    _apply_env_overrides(data, environ)
+    return data
+
+
 def _read_yaml(path: Path, explicit: bool, problems: Problems) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
