@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.support.bridge",
     "tests.support.synth",
     "tests.support.storage_double",
+    "tests.support.password_pg",
 ]
