@@ -18,6 +18,7 @@ from mxarchiverd.config.render import render_yaml
 from mxarchiverd.db import DatabaseMisconfigured, DatabaseUnavailable, connect_with_retry
 from mxarchiverd.exitcodes import ExitCode
 from mxarchiverd.migrate import SchemaMismatch, migrate
+from mxarchiverd.privileges import ArchivePrivilegeError
 
 log = logging.getLogger("mxarchiverd")
 
@@ -34,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: Callable[[Config, argparse.Namespace], int] = args.command
     try:
         return command(config, args)
-    except (DatabaseUnavailable, DatabaseMisconfigured, SchemaMismatch) as exc:
+    except (DatabaseUnavailable, DatabaseMisconfigured, SchemaMismatch, ArchivePrivilegeError) as exc:
         log.error("%s", exc)
         return exc.exit_code
 

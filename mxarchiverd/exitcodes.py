@@ -26,5 +26,8 @@ class ExitCode(enum.IntEnum):
     # Not listed in RestartPreventExitStatus=: a database that comes back later
     # must not leave the archiver stopped.
     UNAVAILABLE = 69
+    # The archive role lacks a privilege it needs (it does not own the tables a migration
+    # alters, or may not create in the schema): an operator must grant it (sysexits EX_NOPERM).
+    PERMISSION = 77
     # The configuration is invalid; every problem has been printed with its key path.
     CONFIG = 78
