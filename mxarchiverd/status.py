@@ -15,6 +15,7 @@ import psycopg
 from mxarchiverd.config import Config
 from mxarchiverd.db import DatabaseMisconfigured, DatabaseUnavailable, connect, first_line, scalar
 from mxarchiverd.exitcodes import ExitCode
+from mxarchiverd.media.jobs import LAST_DEAD_SQL
 from mxarchiverd.migrate import applied_versions, available_migrations
 from mxarchiverd.sources.bounds import compute_bounds
 
@@ -33,6 +34,7 @@ class Status:
     redacted: int
     quarantined: int
     media: dict[str, int] = field(default_factory=dict)
+    media_dead_last_error: str | None = None  # why the newest dead-lettered job died
     newest_archived_ts: int | None = None
     newest_source_ts: int | None = None
 
@@ -118,6 +120,7 @@ def _archive_facts(conn: psycopg.Connection) -> dict[str, Any]:
         "redacted": one("SELECT count(*) FROM archived_messages WHERE redacted"),
         "quarantined": one("SELECT count(*) FROM quarantined_events"),
         "media": dict(conn.execute("SELECT state, count(*) FROM media_jobs GROUP BY state").fetchall()),
+        "media_dead_last_error": (conn.execute(LAST_DEAD_SQL).fetchone() or (None,))[0],
         "newest_archived_ts": one("SELECT max(timestamp) FROM archived_messages"),
     }
 
@@ -134,6 +137,15 @@ def render(status: Status) -> str:
         f"rooms:          {status.rooms_enabled} enabled, {status.rooms_disabled} disabled,"
         f" {status.rooms_history_pending} reading history",
         f"media jobs:     {media}",
+        *_dead_lines(status),
         f"schema:         version {status.schema_version} (this code: {status.schema_expected})",
     ]
     return "\n".join(lines)
+
+
+def _dead_lines(status: Status) -> list[str]:
+    dead = status.media.get("dead", 0)
+    if not dead:
+        return []
+    return [f"media dead:     {dead}, the newest because: {status.media_dead_last_error or '-'}",
+            "                (fix the cause, then `mxarchiverd media-retry` queues them again)"]

@@ -27,6 +27,8 @@ from mxarchiverd.workers.stage import SourceStage, opened
 log = logging.getLogger(__name__)
 LEASE_REFRESH = 30.0
 BACKLOG_EVERY = 5.0
+# Deaths are reported together at most this often: loud, but not one line per file.
+DEATH_REPORT_EVERY = 10.0
 IDLE_POLL = 1.0
 
 
@@ -49,10 +51,18 @@ class Uploader(SourceStage):
         self.next_refresh = time.monotonic() + LEASE_REFRESH
         self.counts = {"uploaded": 0, "refused": 0, "failed": 0}
         self.backlog, self.next_backlog_count = 0, 0.0
+        self.dead: int | None = None  # dead jobs in the archive, as last counted
+        # Reasons of the jobs this uploader dead-lettered since the last report
+        # (appended on worker threads: list.append is atomic).
+        self.deaths: list[str] = []
+        self.next_death_report = 0.0
 
     def close(self) -> None:
         for threads in opened(self, "threads"):
             threads.shutdown(wait=True, cancel_futures=True)
+        if opened(self, "deaths"):
+            self.next_death_report = 0.0
+            self._report_deaths()  # what died in the last round is told before exit
         for resource in opened(self, "store", "archive", "synapse"):
             resource.close()
         for workdir in opened(self, "workdir"):
@@ -61,17 +71,36 @@ class Uploader(SourceStage):
             workdir.rmdir()
 
     def stats(self) -> dict[str, float]:
-        """media_backlog: jobs waiting (pending or purge), counted at most every BACKLOG_EVERY seconds."""
+        """media_backlog: jobs waiting (pending or purge), media_dead: dead-lettered jobs;
+        both counted at most every BACKLOG_EVERY seconds."""
         if time.monotonic() >= self.next_backlog_count:
             self.next_backlog_count = time.monotonic() + BACKLOG_EVERY
             with self.archive.connection() as conn:
                 self.backlog = scalar(conn.execute(sql.BACKLOG_SQL))
-        return {"media_backlog": float(self.backlog), "errors": float(self.counts["failed"] + self.counts["refused"])}
+                self._dead_counted(scalar(conn.execute(sql.DEAD_SQL)))
+        return {"media_backlog": float(self.backlog), "errors": float(self.counts["failed"] + self.counts["refused"]),
+                "media_dead": float(self.dead or 0)}
+
+    def _dead_counted(self, dead: int) -> None:
+        if self.dead is None and dead:
+            log.warning("%d media job(s) are dead in the archive; `mxarchiverd status` shows why,"
+                        " `mxarchiverd media-retry` queues them again", dead)
+        self.dead = dead
+
+    def _report_deaths(self) -> None:
+        """A WARNING with the count of jobs that died since the last report and the last reason."""
+        if not self.deaths or time.monotonic() < self.next_death_report:
+            return
+        self.next_death_report = time.monotonic() + DEATH_REPORT_EVERY
+        died, self.deaths = self.deaths, []
+        log.warning("%d media job(s) went dead (retries used up); last reason: %s; `mxarchiverd status` counts them,"
+                    " `mxarchiverd media-retry` queues them again once the cause is fixed", len(died), died[-1])
 
     def produce(self) -> tuple[list[dict[str, object]], float]:
         if not self.bucket_ready and not self._ensure_bucket():
             return [], self.config.processing.retry_delay
         self._collect()
+        self._report_deaths()
         self._refresh_leases()
         free = self.config.processing.concurrent_uploads - len(self.running)
         claimed = self._claim(free) if free > 0 else []
@@ -170,6 +199,8 @@ class Uploader(SourceStage):
             conn.execute(sql.RESCHEDULE_SQL, {"id": job.id, "state": plan.state, "counted": plan.counted,
                                               "error": reason[:1000], "delay": plan.delay})
         self.counts["refused" if plan.state == "refused" else "failed"] += 1
+        if plan.state == "dead":
+            self.deaths.append(reason[:300])
 
     def _purge(self, job: Job) -> None:
         """Drop a redacted message's archived file; the object goes only if nothing else uses it."""

@@ -78,3 +78,22 @@ def test_secret_values_walks_the_whole_config() -> None:
         archive=ArchiveConfig(database_url=Secret("postgresql://u:b@h/d")),
     )
     assert sorted(secret_values(config)) == ["postgresql://u:a@h/d", "postgresql://u:b@h/d", "syt_token"]
+
+
+def test_dead_media_jobs_are_counted_and_shown() -> None:
+    """Dead-lettered media must be loud: systemctl status shows how many died."""
+    totals = aggregate({"uploader": {"media_backlog": 20, "media_dead": 257}, "poller": {"lag": 3}})
+    assert totals.media_dead == 257
+    text = render_status(StatusView("running", RUNNING, totals))
+    assert "media backlog 20, 257 media jobs dead (see mxarchiverd status)" in text
+    assert "dead" not in render_status(StatusView("running", RUNNING, Totals(media_backlog=20)))
+
+
+def test_the_dead_count_travels_through_the_heartbeat_slot() -> None:
+    import multiprocessing
+
+    from mxarchiverd.supervisor.heartbeat import HeartbeatBoard
+
+    board = HeartbeatBoard(multiprocessing.get_context("spawn"), ("uploader",))
+    board.slot("uploader").write_stats({"media_backlog": 4.0, "media_dead": 9.0})
+    assert aggregate(board.stats()).media_dead == 9
