@@ -13,9 +13,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
-from mxarchiverd.db import DatabaseUnavailable, scalar
+from mxarchiverd.db import DatabaseUnavailable, first_line, scalar
 from mxarchiverd.media import jobs as sql
 from mxarchiverd.media.errors import MediaRefused
 from mxarchiverd.media.fetch import FetchFailed
@@ -30,6 +30,8 @@ BACKLOG_EVERY = 5.0
 # Deaths are reported together at most this often: loud, but not one line per file.
 DEATH_REPORT_EVERY = 10.0
 IDLE_POLL = 1.0
+# A database that is down or dropped the connection: an outage, retried like one.
+DATABASE_ERRORS = (psycopg.OperationalError, PoolTimeout)
 
 
 class Uploader(SourceStage):
@@ -127,8 +129,20 @@ class Uploader(SourceStage):
     def _collect(self) -> None:
         for future in [f for f in self.running if f.done()]:
             job = self.running.pop(future)
-            if future.exception() is not None:
-                log.error("media job %s failed unexpectedly: %s", job.id, future.exception())
+            failure = future.exception()
+            if failure is not None:
+                self._worker_failed(job, failure)
+
+    def _worker_failed(self, job: Job, failure: BaseException) -> None:
+        """A worker raised what _run does not expect: the job is due again after retry_delay
+        (as any failure) instead of waiting out its lease; a database error, as any outage,
+        uses up no attempt. If the archive cannot take even that, the lease is the fallback."""
+        log.error("media job %s failed unexpectedly: %s: %s", job.id, type(failure).__name__, failure)
+        kind: sql.FailureKind = "transient" if isinstance(failure, DATABASE_ERRORS) else "counted"
+        try:
+            self._fail(job, kind, f"unexpected {type(failure).__name__}: {failure}")
+        except DATABASE_ERRORS as exc:
+            log.warning("media job %s stays leased until the archive answers: %s", job.id, first_line(exc))
 
     def _refresh_leases(self) -> None:
         if time.monotonic() < self.next_refresh or not self.running:
@@ -144,8 +158,9 @@ class Uploader(SourceStage):
             self._purge(job)
             return
         try:
-            with self.synapse.connection() as synapse:
-                stored = transfer(job, self.config, synapse, self.store, self.workdir)
+            stored = self._transfer(job)
+        except DATABASE_ERRORS as exc:
+            self._fail(job, "transient", f"Synapse's database: {first_line(exc)}")
         except MediaRefused as exc:
             self._fail(job, "refused", exc.reason)
         except StorageError as exc:
@@ -154,6 +169,18 @@ class Uploader(SourceStage):
             self._fail(job, "counted", str(exc))
         else:
             self._record(job, stored)
+
+    def _transfer(self, job: Job) -> Stored:
+        """transfer() on a checked connection; one the server dropped while we held it
+        (broken) is thrown away by the pool, and the job goes again on a fresh one."""
+        for attempt in (1, 2):
+            with self.synapse.connection() as synapse:
+                try:
+                    return transfer(job, self.config, synapse, self.store, self.workdir)
+                except psycopg.OperationalError:
+                    if attempt == 2 or not synapse.broken:
+                        raise
+        raise AssertionError("unreachable")
 
     def _record(self, job: Job, stored: Stored) -> None:
         bucket = self.config.supabase.storage.bucket
@@ -246,7 +273,11 @@ def _deleted_since_claim(conn: psycopg.Connection, job: Job) -> bool:
 
 
 def _pool(dsn: str, purpose: str, size: int, timeout: float) -> ConnectionPool:
+    """A pool that checks a connection (one empty query) before it lends it: after an
+    outage or a restart of the server, or a pooler closing idle clients, the connections
+    it kept are dead, and without the check each would fail the job it is lent to."""
     pool = ConnectionPool(dsn, min_size=1, max_size=size, open=False, name=purpose,
+                          check=ConnectionPool.check_connection,
                           kwargs={"autocommit": True, "prepare_threshold": None,
                                   "application_name": f"mxarchiverd {purpose}"})
     try:
