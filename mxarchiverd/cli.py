@@ -10,13 +10,18 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+import psycopg
+
 from mxarchiverd import __version__
 from mxarchiverd.config import Config, ConfigError, load_config
 from mxarchiverd.config.reference import keys_without_effect
 from mxarchiverd.config.render import render_yaml
-from mxarchiverd.db import DatabaseUnavailable, connect_with_retry
+from mxarchiverd.db import DatabaseMisconfigured, DatabaseUnavailable, connect_with_retry
 from mxarchiverd.exitcodes import ExitCode
+from mxarchiverd.media.store_check import KEY as MEDIA_STORE_KEY
+from mxarchiverd.media.store_check import Verdict, check_media_store
 from mxarchiverd.migrate import SchemaMismatch, migrate
+from mxarchiverd.privileges import ArchivePrivilegeError
 
 log = logging.getLogger("mxarchiverd")
 
@@ -33,7 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: Callable[[Config, argparse.Namespace], int] = args.command
     try:
         return command(config, args)
-    except (DatabaseUnavailable, SchemaMismatch) as exc:
+    except ConfigError as exc:  # found only by looking at the system (source.media_store_path)
+        print(exc.render(), file=sys.stderr)
+        return ExitCode.CONFIG
+    except (DatabaseUnavailable, DatabaseMisconfigured, SchemaMismatch, ArchivePrivilegeError) as exc:
         log.error("%s", exc)
         return exc.exit_code
 
@@ -64,14 +72,37 @@ def _add_more(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
+    verdict, note = _media_store_verdict(config)
+    if verdict.problem:
+        raise ConfigError([(MEDIA_STORE_KEY, verdict.problem)], str(config.path or "the environment"))
     print(f"# configuration is valid ({config.path or 'no file; environment only'})")
+    if note:
+        print(f"# note: {note}")
+    if verdict.warning:
+        print(f"# warning: {MEDIA_STORE_KEY}: {verdict.warning}")
     if config.source.mode == "matrix_sync":
         print("# warning: source.mode matrix_sync is not available in this release; `run` will refuse it")
     idle = keys_without_effect(config)
     if idle:
-        print(f"# warning: these keys have no effect with source.mode {config.source.mode}: {', '.join(idle)}")
+        print("# no effect in this configuration (accepted, but nothing reads it here):")
+        print("".join(f"#   {key}: {why}\n" for key, why in idle), end="")
     print(render_yaml(config), end="")
     return ExitCode.OK
+
+
+def _media_store_verdict(config: Config) -> tuple[Verdict, str | None]:
+    """check-config looks at the media store as run would; a Synapse database it cannot
+    reach (check-config may run anywhere) leaves the store unchecked, and says so."""
+    from mxarchiverd.db import connect, first_line
+
+    assert config.source.synapse_db_url is not None
+    try:
+        with connect(config.source.synapse_db_url.value, purpose="check-config synapse", autocommit=True,
+                     connect_timeout=5, read_only_timeout=config.source.statement_timeout) as conn:
+            return check_media_store(config, conn), None
+    except (psycopg.Error, DatabaseUnavailable, DatabaseMisconfigured) as exc:
+        reason = first_line(exc) if isinstance(exc, psycopg.Error) else str(exc)
+        return Verdict(), f"{MEDIA_STORE_KEY} not checked against Synapse's database: {reason}"
 
 
 def cmd_migrate(config: Config, args: argparse.Namespace) -> int:
@@ -91,5 +122,7 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
     from mxarchiverd.preflight import preflight
     from mxarchiverd.supervisor.supervisor import run_supervisor
 
+    for key, why in keys_without_effect(config):
+        log.warning("config: %s has no effect: %s", key, why)
     preflight(config)
     return run_supervisor(config)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable
 
 
@@ -20,7 +21,14 @@ def register(sub: argparse._SubParsersAction, add: Callable[..., argparse.Argume
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
     from mxarchiverd import status
 
-    found = status.collect(config)
+    try:
+        found = status.collect(config)
+    except status.StatusFailed as exc:
+        if args.json:
+            print(json.dumps(exc.as_dict(), indent=2))
+        else:
+            print(f"mxarchiverd status: {exc}", file=sys.stderr)
+        return exc.exit_code
     print(json.dumps(found.as_dict(), indent=2) if args.json else status.render(found))
     return ExitCode.OK
 

@@ -7,8 +7,10 @@ with SET LOCAL, never per connection.
 """
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 
@@ -21,6 +23,27 @@ class DatabaseUnavailable(Exception):
     exit_code = ExitCode.UNAVAILABLE
 
 
+class DatabaseMisconfigured(Exception):
+    """libpq refused a value of the connection string: no retry or restart can help."""
+
+    exit_code = ExitCode.CONFIG
+
+
+# libpq's (and psycopg's) wording when it refuses an option's value before any network I/O.
+_REFUSED_OPTION = re.compile(r'^(?:connection is bad: )?(?:'
+                             r'invalid integer value "[^"]*" for connection option "(?P<option>\w+)"'
+                             r'|invalid (?P<named>\w+) value|invalid (?P<port>port) number'
+                             r'|could not match \d+ (?P<ports>port) numbers)')
+
+
+def refused_option(message: str) -> str | None:
+    """The connection option a libpq error refuses, if it is that kind of error."""
+    match = _REFUSED_OPTION.match(message)
+    if match is None:
+        return None
+    return next(name for name in match.groups() if name)
+
+
 def connect(dsn: str, *, purpose: str, autocommit: bool = False, connect_timeout: int = 10,
             read_only_timeout: float | None = None) -> psycopg.Connection:
     """Open one connection tagged with what it is for (visible in pg_stat_activity).
@@ -29,7 +52,7 @@ def connect(dsn: str, *, purpose: str, autocommit: bool = False, connect_timeout
     transaction read-only, every statement bounded. Sources are direct connections,
     so session options are fine there.
     """
-    options = {}
+    options: dict[str, Any] = {}
     if read_only_timeout is not None:
         options["options"] = (f"-c default_transaction_read_only=on "
                               f"-c statement_timeout={max(1, int(read_only_timeout * 1000))}")
@@ -45,6 +68,12 @@ def connect(dsn: str, *, purpose: str, autocommit: bool = False, connect_timeout
     except psycopg.ProgrammingError:
         # libpq's parse errors quote the connection string, password included.
         raise DatabaseUnavailable(f"{purpose} database: the connection string cannot be parsed") from None
+    except psycopg.OperationalError as exc:
+        option = refused_option(first_line(exc))
+        if option is None:
+            raise
+        raise DatabaseMisconfigured(f"{purpose} database: libpq refuses the value of {option!r} in the connection"
+                                    " string") from None
 
 
 def connect_with_retry(
@@ -62,6 +91,14 @@ def connect_with_retry(
                 raise DatabaseUnavailable(f"{purpose} database unreachable: {first_line(exc)}") from None
             sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+def scalar(cursor: psycopg.Cursor[Any]) -> Any:
+    """The one value of a statement that always returns a row (count, EXISTS, RETURNING of an upsert)."""
+    row = cursor.fetchone()
+    if row is None:
+        raise psycopg.DataError("expected a row, the statement returned none")
+    return row[0]
 
 
 def first_line(exc: BaseException) -> str:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import time
 
-from mxarchiverd.config import Config
+from mxarchiverd.config import Config, ConfigError
 from mxarchiverd.db import connect_with_retry
+from mxarchiverd.media.store_check import KEY, check_media_store
 from mxarchiverd.migrate import migrate
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,8 @@ log = logging.getLogger(__name__)
 def preflight(config: Config) -> None:
     """Migrate the archive schema and check that the source is readable.
 
-    Raises DatabaseUnavailable (exit 69) or SchemaMismatch (exit 65).
+    Raises DatabaseUnavailable (exit 69), SchemaMismatch (exit 65), ArchivePrivilegeError
+    (77) or ConfigError (78: a media store that cannot serve Synapse's local media).
     """
     deadline = time.monotonic() + config.daemon.startup_timeout
     assert config.archive_dsn is not None and config.source.synapse_db_url is not None
@@ -29,3 +31,8 @@ def preflight(config: Config) -> None:
     with connect_with_retry(config.source.synapse_db_url.value, purpose="preflight synapse", deadline=deadline) as conn:
         conn.execute("SELECT 1 FROM events LIMIT 1")
         conn.rollback()
+        verdict = check_media_store(config, conn)
+    if verdict.problem:
+        raise ConfigError([(KEY, verdict.problem)], str(config.path or "the environment"))
+    if verdict.warning:
+        log.warning("%s: %s", KEY, verdict.warning)

@@ -5,13 +5,17 @@ stopped, and it reports the durable state (what would survive a crash).
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import psycopg
 
 from mxarchiverd.config import Config
-from mxarchiverd.db import connect
+from mxarchiverd.db import DatabaseMisconfigured, DatabaseUnavailable, connect, first_line, scalar
+from mxarchiverd.exitcodes import ExitCode
+from mxarchiverd.media.jobs import LAST_DEAD_SQL
 from mxarchiverd.migrate import applied_versions, available_migrations
 from mxarchiverd.sources.synapse_db.bounds import compute_bounds
 
@@ -30,6 +34,7 @@ class Status:
     redacted: int
     quarantined: int
     media: dict[str, int] = field(default_factory=dict)
+    media_dead_last_error: str | None = None  # why the newest dead-lettered job died
     newest_archived_ts: int | None = None
     newest_source_ts: int | None = None
 
@@ -48,12 +53,50 @@ class Status:
         return {**asdict(self), "lag_positions": self.lag_positions, "caught_up": self.caught_up}
 
 
+class StatusFailed(Exception):
+    """A database could not be read; the message names which one, never its password."""
+
+    def __init__(self, database: str, message: str, exit_code: ExitCode) -> None:
+        super().__init__(message)
+        self.database = database
+        self.exit_code = exit_code
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"error": str(self), "database": self.database, "exit_code": int(self.exit_code)}
+
+
+DATABASE_NAMES = {"archive": "archive database", "synapse": "Synapse database"}
+
+
+@contextmanager
+def reading(database: str) -> Iterator[None]:
+    """Whatever goes wrong reading `database` becomes one StatusFailed naming it.
+
+    libpq's first line says what happened (refused, timed out, password authentication
+    failed) and never holds the password; the connection string is never shown.
+    """
+    name = DATABASE_NAMES[database]
+    try:
+        yield
+    except psycopg.errors.UndefinedTable as exc:
+        if database == "archive":
+            raise StatusFailed(database, f"{name} is not migrated ({first_line(exc)}): run `mxarchiverd migrate`",
+                               ExitCode.SCHEMA_MISMATCH) from None
+        raise StatusFailed(database, f"{name} lacks a table of Synapse's: {first_line(exc)}",
+                           ExitCode.UNAVAILABLE) from None
+    except psycopg.Error as exc:
+        raise StatusFailed(database, f"{name}: {first_line(exc)}", ExitCode.UNAVAILABLE) from None
+    except (DatabaseUnavailable, DatabaseMisconfigured) as exc:
+        raise StatusFailed(database, f"{name}: {exc}", exc.exit_code) from None
+
+
 def collect(config: Config) -> Status:
+    """Raises StatusFailed when a database cannot be read."""
     assert config.archive_dsn is not None and config.source.synapse_db_url is not None
-    with connect(config.archive_dsn, purpose="status", autocommit=True) as archive:
+    with reading("archive"), connect(config.archive_dsn, purpose="status", autocommit=True) as archive:
         found = _archive_facts(archive)
-    with connect(config.source.synapse_db_url.value, purpose="status synapse", autocommit=True,
-                 read_only_timeout=config.source.statement_timeout) as source:
+    with reading("synapse"), connect(config.source.synapse_db_url.value, purpose="status synapse", autocommit=True,
+                                     read_only_timeout=config.source.statement_timeout) as source:
         rows = source.execute("SELECT stream_name, instance_name, stream_id FROM stream_positions"
                               " WHERE stream_name IN ('events', 'backfill')").fetchall()
         bounds = compute_bounds(rows, config.source.event_writers)
@@ -64,9 +107,10 @@ def collect(config: Config) -> Status:
 
 
 def _archive_facts(conn: psycopg.Connection) -> dict[str, Any]:
-    one = lambda sql: conn.execute(sql).fetchone()[0]  # noqa: E731 - a local shorthand
+    one = lambda sql: scalar(conn.execute(sql))  # noqa: E731 - a local shorthand
     rooms = conn.execute("""SELECT count(*) FILTER (WHERE enabled), count(*) FILTER (WHERE NOT enabled),
-                                   count(*) FILTER (WHERE enabled AND NOT history_done) FROM monitored_rooms""").fetchone()
+                                   count(*) FILTER (WHERE enabled AND NOT history_done)
+                              FROM monitored_rooms""").fetchone() or (0, 0, 0)
     return {
         "schema_version": max(applied_versions(conn), default=0),
         "schema_expected": available_migrations()[-1].version,
@@ -76,6 +120,7 @@ def _archive_facts(conn: psycopg.Connection) -> dict[str, Any]:
         "redacted": one("SELECT count(*) FROM archived_messages WHERE redacted"),
         "quarantined": one("SELECT count(*) FROM quarantined_events"),
         "media": dict(conn.execute("SELECT state, count(*) FROM media_jobs GROUP BY state").fetchall()),
+        "media_dead_last_error": (conn.execute(LAST_DEAD_SQL).fetchone() or (None,))[0],
         "newest_archived_ts": one("SELECT max(timestamp) FROM archived_messages"),
     }
 
@@ -92,6 +137,15 @@ def render(status: Status) -> str:
         f"rooms:          {status.rooms_enabled} enabled, {status.rooms_disabled} disabled,"
         f" {status.rooms_history_pending} reading history",
         f"media jobs:     {media}",
+        *_dead_lines(status),
         f"schema:         version {status.schema_version} (this code: {status.schema_expected})",
     ]
     return "\n".join(lines)
+
+
+def _dead_lines(status: Status) -> list[str]:
+    dead = status.media.get("dead", 0)
+    if not dead:
+        return []
+    return [f"media dead:     {dead}, the newest because: {status.media_dead_last_error or '-'}",
+            "                (fix the cause, then `mxarchiverd media-retry` queues them again)"]

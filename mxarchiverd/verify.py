@@ -43,7 +43,7 @@ def verify(config: Config) -> list[RoomReport]:
          connect(config.source.synapse_db_url.value, purpose="verify synapse", autocommit=True,
                  read_only_timeout=config.source.statement_timeout * 6) as source:
         registry = load_registry(archive, config.rooms, config.source.auto_discover_bridged_rooms)
-        cursors = dict(archive.execute("SELECT stream, position FROM archive_cursors").fetchall())
+        cursors: dict[str, int] = dict(archive.execute("SELECT stream, position FROM archive_cursors").fetchall())
         rooms = [r for r in registry.rooms.values() if registry.should_archive(r.room_id, 2**62) and r.history_done]
         return [_room(source, archive, room, cursors) for room in sorted(rooms, key=lambda r: r.room_id)]
 

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from mxarchiverd.config.dsn import dsn_value_problems
 from mxarchiverd.config.model import Config
 from mxarchiverd.config.reader import Problems, Section
 from mxarchiverd.config.settings import Setting, declaration
@@ -97,10 +98,13 @@ def _dsn_problems(config: Config, problems: Problems) -> None:
         if secret is None:
             continue
         try:
-            conninfo_to_dict(secret.value)
+            params = conninfo_to_dict(secret.value)
         except psycopg.Error:
             problems.add(path, "not a connection string libpq can parse (check the quoting; a '%' "
                                "in a URL password must be written %25)")
+            continue
+        for problem in dsn_value_problems(params):
+            problems.add(path, f"connection string option {problem}")
 
 
 def _cross_checks(config: Config, problems: Problems) -> None:

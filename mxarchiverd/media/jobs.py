@@ -84,6 +84,8 @@ SELECT EXISTS (SELECT 1 FROM media_jobs
                   AND object_deleted_at >= %(claimed_at)s)
 """
 BACKLOG_SQL = "SELECT count(*) FROM media_jobs WHERE state IN ('pending', 'purge')"
+DEAD_SQL = "SELECT count(*) FROM media_jobs WHERE state = 'dead'"
+LAST_DEAD_SQL = "SELECT last_error FROM media_jobs WHERE state = 'dead' ORDER BY updated_at DESC LIMIT 1"
 RETRY_DEAD_SQL = """
 UPDATE media_jobs SET state = 'pending', attempts = 0, last_error = NULL, next_attempt_at = NOW(), updated_at = NOW()
  WHERE state = 'dead' RETURNING id

@@ -198,7 +198,8 @@ def cursor_from_wire(data: Any) -> Cursor:
         for (owner, name), record in _NESTED.items():
             if owner == kind and name in fields:
                 fields[name] = _records(record, fields[name])
-        return _WIRE_TYPES[kind](**fields)  # type: ignore[no-any-return]
+        cursor: Cursor = _WIRE_TYPES[kind](**fields)
+        return cursor
     except (TypeError, ValueError) as exc:
         raise ValueError(f"malformed {kind} cursor: {exc}") from None
 

@@ -13,7 +13,7 @@ from mxarchiverd.pipeline.messages import ArchiveRow, EventBatch, RoomSummary, R
 from mxarchiverd.sources.bridge_db import BridgedMessage, BridgeReader
 from mxarchiverd.sources.room_state import RoomStateCache
 from mxarchiverd.sources.synapse_db.reader import SynapseReader
-from mxarchiverd.workers.stage import Message, TransformStage
+from mxarchiverd.workers.stage import Message, TransformStage, opened
 
 
 class Enricher(TransformStage):
@@ -33,9 +33,8 @@ class Enricher(TransformStage):
         self.events_seen = 0
 
     def close(self) -> None:
-        self.state.reader.conn.close()
-        if self.bridge:
-            self.bridge.conn.close()
+        for reader in [state.reader for state in opened(self, "state")] + opened(self, "bridge"):
+            reader.conn.close()
 
     def handle(self, message: Message) -> list[Message]:
         assert isinstance(message, EventBatch)

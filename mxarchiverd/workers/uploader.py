@@ -13,21 +13,25 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
-from mxarchiverd.db import DatabaseUnavailable
+from mxarchiverd.db import DatabaseUnavailable, first_line, scalar
 from mxarchiverd.media import jobs as sql
 from mxarchiverd.media.errors import MediaRefused
 from mxarchiverd.media.fetch import FetchFailed
 from mxarchiverd.media.jobs import Job, plan_failure
 from mxarchiverd.media.transfer import Stored, transfer
 from mxarchiverd.sinks.storage import ObjectStore, StorageError, open_store
-from mxarchiverd.workers.stage import SourceStage
+from mxarchiverd.workers.stage import Message, SourceStage, opened
 
 log = logging.getLogger(__name__)
 LEASE_REFRESH = 30.0
 BACKLOG_EVERY = 5.0
+# Deaths are reported together at most this often: loud, but not one line per file.
+DEATH_REPORT_EVERY = 10.0
 IDLE_POLL = 1.0
+# A database that is down or dropped the connection: an outage, retried like one.
+DATABASE_ERRORS = (psycopg.OperationalError, PoolTimeout)
 
 
 class Uploader(SourceStage):
@@ -49,28 +53,56 @@ class Uploader(SourceStage):
         self.next_refresh = time.monotonic() + LEASE_REFRESH
         self.counts = {"uploaded": 0, "refused": 0, "failed": 0}
         self.backlog, self.next_backlog_count = 0, 0.0
+        self.dead: int | None = None  # dead jobs in the archive, as last counted
+        # Reasons of the jobs this uploader dead-lettered since the last report
+        # (appended on worker threads: list.append is atomic).
+        self.deaths: list[str] = []
+        self.next_death_report = 0.0
 
     def close(self) -> None:
-        self.threads.shutdown(wait=True, cancel_futures=True)
-        self.store.close()
-        self.archive.close()
-        self.synapse.close()
-        for leftover in self.workdir.glob("*"):
-            leftover.unlink(missing_ok=True)
-        self.workdir.rmdir()
+        for threads in opened(self, "threads"):
+            threads.shutdown(wait=True, cancel_futures=True)
+        if opened(self, "deaths"):
+            self.next_death_report = 0.0
+            self._report_deaths()  # what died in the last round is told before exit
+        for resource in opened(self, "store", "archive", "synapse"):
+            resource.close()
+        for workdir in opened(self, "workdir"):
+            for leftover in workdir.glob("*"):
+                leftover.unlink(missing_ok=True)
+            workdir.rmdir()
 
     def stats(self) -> dict[str, float]:
-        """media_backlog: jobs waiting (pending or purge), counted at most every BACKLOG_EVERY seconds."""
+        """media_backlog: jobs waiting (pending or purge), media_dead: dead-lettered jobs;
+        both counted at most every BACKLOG_EVERY seconds."""
         if time.monotonic() >= self.next_backlog_count:
             self.next_backlog_count = time.monotonic() + BACKLOG_EVERY
             with self.archive.connection() as conn:
-                self.backlog = conn.execute(sql.BACKLOG_SQL).fetchone()[0]
-        return {"media_backlog": float(self.backlog), "errors": float(self.counts["failed"] + self.counts["refused"])}
+                self.backlog = scalar(conn.execute(sql.BACKLOG_SQL))
+                self._dead_counted(scalar(conn.execute(sql.DEAD_SQL)))
+        return {"media_backlog": float(self.backlog), "errors": float(self.counts["failed"] + self.counts["refused"]),
+                "media_dead": float(self.dead or 0)}
 
-    def produce(self) -> tuple[list[dict[str, object]], float]:
+    def _dead_counted(self, dead: int) -> None:
+        if self.dead is None and dead:
+            log.warning("%d media job(s) are dead in the archive; `mxarchiverd status` shows why,"
+                        " `mxarchiverd media-retry` queues them again", dead)
+        self.dead = dead
+
+    def _report_deaths(self) -> None:
+        """A WARNING with the count of jobs that died since the last report and the last reason."""
+        if not self.deaths or time.monotonic() < self.next_death_report:
+            return
+        self.next_death_report = time.monotonic() + DEATH_REPORT_EVERY
+        died, self.deaths = self.deaths, []
+        log.warning("%d media job(s) went dead (retries used up); last reason: %s; `mxarchiverd status` counts them,"
+                    " `mxarchiverd media-retry` queues them again once the cause is fixed", len(died), died[-1])
+
+    def produce(self) -> tuple[list[Message], float]:
         if not self.bucket_ready and not self._ensure_bucket():
             return [], self.config.processing.retry_delay
         self._collect()
+        self._report_deaths()
         self._refresh_leases()
         free = self.config.processing.concurrent_uploads - len(self.running)
         claimed = self._claim(free) if free > 0 else []
@@ -97,8 +129,20 @@ class Uploader(SourceStage):
     def _collect(self) -> None:
         for future in [f for f in self.running if f.done()]:
             job = self.running.pop(future)
-            if future.exception() is not None:
-                log.error("media job %s failed unexpectedly: %s", job.id, future.exception())
+            failure = future.exception()
+            if failure is not None:
+                self._worker_failed(job, failure)
+
+    def _worker_failed(self, job: Job, failure: BaseException) -> None:
+        """A worker raised what _run does not expect: the job is due again after retry_delay
+        (as any failure) instead of waiting out its lease; a database error, as any outage,
+        uses up no attempt. If the archive cannot take even that, the lease is the fallback."""
+        log.error("media job %s failed unexpectedly: %s: %s", job.id, type(failure).__name__, failure)
+        kind: sql.FailureKind = "transient" if isinstance(failure, DATABASE_ERRORS) else "counted"
+        try:
+            self._fail(job, kind, f"unexpected {type(failure).__name__}: {failure}")
+        except DATABASE_ERRORS as exc:
+            log.warning("media job %s stays leased until the archive answers: %s", job.id, first_line(exc))
 
     def _refresh_leases(self) -> None:
         if time.monotonic() < self.next_refresh or not self.running:
@@ -114,8 +158,9 @@ class Uploader(SourceStage):
             self._purge(job)
             return
         try:
-            with self.synapse.connection() as synapse:
-                stored = transfer(job, self.config, synapse, self.store, self.workdir)
+            stored = self._transfer(job)
+        except DATABASE_ERRORS as exc:
+            self._fail(job, "transient", f"Synapse's database: {first_line(exc)}")
         except MediaRefused as exc:
             self._fail(job, "refused", exc.reason)
         except StorageError as exc:
@@ -124,6 +169,18 @@ class Uploader(SourceStage):
             self._fail(job, "counted", str(exc))
         else:
             self._record(job, stored)
+
+    def _transfer(self, job: Job) -> Stored:
+        """transfer() on a checked connection; one the server dropped while we held it
+        (broken) is thrown away by the pool, and the job goes again on a fresh one."""
+        for attempt in (1, 2):
+            with self.synapse.connection() as synapse:
+                try:
+                    return transfer(job, self.config, synapse, self.store, self.workdir)
+                except psycopg.OperationalError:
+                    if attempt == 2 or not synapse.broken:
+                        raise
+        raise AssertionError("unreachable")
 
     def _record(self, job: Job, stored: Stored) -> None:
         bucket = self.config.supabase.storage.bucket
@@ -134,13 +191,13 @@ class Uploader(SourceStage):
             if conn.execute(sql.MARK_DONE_SQL, {"id": job.id}).fetchone() is None:
                 self._release_lost_job(conn, job, stored.object_path)
                 return
-            media_id = conn.execute(sql.RECORD_MEDIA_SQL, {
+            media_id = scalar(conn.execute(sql.RECORD_MEDIA_SQL, {
                 "event_id": job.event_id, "media_type": sql.media_type_label(job.media_type),
                 "original_filename": stored.filename, "file_size": stored.size, "mime_type": stored.mime_type,
                 "matrix_url": job.matrix_url, "storage_bucket": bucket, "storage_path": stored.object_path,
                 "public_url": self.store.object_url(stored.object_path), "media_kind": job.media_kind,
                 "sha256": stored.sha256, "encrypted": job.encrypted_file is not None,
-            }).fetchone()[0]
+            }))
             if self.config.processing.analysis_jobs and job.media_kind == "file":
                 conn.execute(sql.ANALYSIS_JOB_SQL, {"media_id": media_id, "event_id": job.event_id,
                                                     "storage_bucket": bucket, "storage_path": stored.object_path,
@@ -169,6 +226,8 @@ class Uploader(SourceStage):
             conn.execute(sql.RESCHEDULE_SQL, {"id": job.id, "state": plan.state, "counted": plan.counted,
                                               "error": reason[:1000], "delay": plan.delay})
         self.counts["refused" if plan.state == "refused" else "failed"] += 1
+        if plan.state == "dead":
+            self.deaths.append(reason[:300])
 
     def _purge(self, job: Job) -> None:
         """Drop a redacted message's archived file; the object goes only if nothing else uses it."""
@@ -185,10 +244,10 @@ class Uploader(SourceStage):
             # the lease runs out and the purge is tried again
 
     def _still_used(self, conn: psycopg.Connection, job: Job, object_path: str) -> bool:
-        return bool(conn.execute(sql.LIVE_REFERENCE_SQL, {
+        return bool(scalar(conn.execute(sql.LIVE_REFERENCE_SQL, {
             "matrix_url": job.matrix_url, "media_kind": job.media_kind, "id": job.id, "event_id": job.event_id,
             "bucket": self.config.supabase.storage.bucket, "path": object_path,
-        }).fetchone()[0])
+        })))
 
 
 def _lock_object(conn: psycopg.Connection, object_path: str) -> None:
@@ -208,13 +267,17 @@ def _upload_again(conn: psycopg.Connection, job: Job) -> bool:
 def _deleted_since_claim(conn: psycopg.Connection, job: Job) -> bool:
     if job.claimed_at is None:
         return False
-    return bool(conn.execute(sql.DELETED_SINCE_SQL, {
+    return bool(scalar(conn.execute(sql.DELETED_SINCE_SQL, {
         "matrix_url": job.matrix_url, "media_kind": job.media_kind, "claimed_at": job.claimed_at,
-    }).fetchone()[0])
+    })))
 
 
 def _pool(dsn: str, purpose: str, size: int, timeout: float) -> ConnectionPool:
+    """A pool that checks a connection (one empty query) before it lends it: after an
+    outage or a restart of the server, or a pooler closing idle clients, the connections
+    it kept are dead, and without the check each would fail the job it is lent to."""
     pool = ConnectionPool(dsn, min_size=1, max_size=size, open=False, name=purpose,
+                          check=ConnectionPool.check_connection,
                           kwargs={"autocommit": True, "prepare_threshold": None,
                                   "application_name": f"mxarchiverd {purpose}"})
     try:

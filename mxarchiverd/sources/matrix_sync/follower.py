@@ -24,7 +24,7 @@ from mxarchiverd.archive import sync_state
 from mxarchiverd.archive.connection import open_archive
 from mxarchiverd.archive.rooms import Registry
 from mxarchiverd.config import Config
-from mxarchiverd.exitcodes import ExitCode
+from mxarchiverd.exitcodes import BootError, ExitCode
 from mxarchiverd.pipeline.messages import EventBatch
 from mxarchiverd.sources.base import Poll, Source
 from mxarchiverd.sources.matrix_sync.batches import ActiveJob, Coverage, Rules, from_page, from_sync
@@ -35,7 +35,6 @@ from mxarchiverd.sources.matrix_sync.filters import first_sync_filter, sync_filt
 from mxarchiverd.sources.matrix_sync.membership import MEMBER_SEES_PAST, Hole
 from mxarchiverd.sources.matrix_sync.paging import PageJob, PagingError, read_page
 from mxarchiverd.sources.matrix_sync.plan import PlanInputs, RoomPlan, plan_sync
-from mxarchiverd.workers.stage import BootError
 
 log = logging.getLogger(__name__)
 # The longest a /sync may hold the poller: SIGTERM and reloads are noticed within it.
@@ -56,7 +55,7 @@ class SyncFollower(Source):
         try:
             self.client = MatrixSyncClient.open(client_settings(self.config), tick=self._tick)
         except (HardLogout, LoginRejected) as exc:
-            raise BootError(f"bot login: {exc}", ExitCode.NOPERM) from None
+            raise BootError(f"bot login: {exc}", ExitCode.PERMISSION) from None
         except HomeserverUnavailable as exc:
             raise BootError(f"homeserver unreachable at start: {exc}", ExitCode.UNAVAILABLE) from None
         self.account = self.client.user_id
@@ -109,7 +108,7 @@ class SyncFollower(Source):
             return self._wait(min(BACKOFF_MAX, BACKOFF_INITIAL * 2 ** min(self.failures, 6)),
                               f"homeserver unavailable: {exc}")
         except HardLogout as exc:
-            raise BootError(f"the homeserver logged the bot out: {exc}", ExitCode.NOPERM) from None
+            raise BootError(f"the homeserver logged the bot out: {exc}", ExitCode.PERMISSION) from None
         self.failures, self.last_problem = 0, None
         self.emitted += sum(len(b.events) for b in batches)
         return Poll(batches, busy=bool(self.coverage.jobs))
