@@ -13,15 +13,16 @@ from collections.abc import Callable, Sequence
 import psycopg
 
 from mxarchiverd import __version__
+from mxarchiverd.archive.connection import open_archive
 from mxarchiverd.config import Config, ConfigError, load_config
 from mxarchiverd.config.reference import keys_without_effect
 from mxarchiverd.config.render import render_yaml
-from mxarchiverd.db import DatabaseMisconfigured, DatabaseUnavailable, connect_with_retry
+from mxarchiverd.db import DatabaseMisconfigured, DatabaseUnavailable
 from mxarchiverd.exitcodes import ExitCode
 from mxarchiverd.media.store_check import KEY as MEDIA_STORE_KEY
 from mxarchiverd.media.store_check import Verdict, check_media_store
-from mxarchiverd.migrate import SchemaMismatch, migrate
-from mxarchiverd.privileges import ArchivePrivilegeError
+from mxarchiverd.archive.migrations import SchemaMismatch, migrate
+from mxarchiverd.archive.privileges import ArchivePrivilegeError
 
 log = logging.getLogger("mxarchiverd")
 
@@ -72,7 +73,8 @@ def _add_more(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
-    verdict, note = _media_store_verdict(config)
+    # Bot mode reads no media store: every file comes over the media API.
+    verdict, note = _media_store_verdict(config) if config.source.mode == "synapse_db" else (Verdict(), None)
     if verdict.problem:
         raise ConfigError([(MEDIA_STORE_KEY, verdict.problem)], str(config.path or "the environment"))
     print(f"# configuration is valid ({config.path or 'no file; environment only'})")
@@ -80,8 +82,6 @@ def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
         print(f"# note: {note}")
     if verdict.warning:
         print(f"# warning: {MEDIA_STORE_KEY}: {verdict.warning}")
-    if config.source.mode == "matrix_sync":
-        print("# warning: source.mode matrix_sync is not available in this release; `run` will refuse it")
     idle = keys_without_effect(config)
     if idle:
         print("# no effect in this configuration (accepted, but nothing reads it here):")
@@ -106,9 +106,8 @@ def _media_store_verdict(config: Config) -> tuple[Verdict, str | None]:
 
 
 def cmd_migrate(config: Config, args: argparse.Namespace) -> int:
-    assert config.archive_dsn is not None  # validation guarantees it
     deadline = time.monotonic() + config.daemon.startup_timeout
-    with connect_with_retry(config.archive_dsn, purpose="migrate", deadline=deadline, autocommit=True) as conn:
+    with open_archive(config, purpose="migrate", deadline=deadline, autocommit=True) as conn:
         applied = migrate(conn)
     names = ", ".join(f"{m.version:03d}_{m.name}" for m in applied) or "none (already current)"
     print(f"applied migrations: {names}")
@@ -116,9 +115,6 @@ def cmd_migrate(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
-    if config.source.mode == "matrix_sync":
-        print("source.mode: matrix_sync is not available in this release; use synapse_db", file=sys.stderr)
-        return ExitCode.CONFIG
     from mxarchiverd.preflight import preflight
     from mxarchiverd.supervisor.supervisor import run_supervisor
 

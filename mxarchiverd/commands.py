@@ -38,17 +38,14 @@ def cmd_verify(config: Config, args: argparse.Namespace) -> int:
 
     reports = verify.verify(config)
     print(verify.render(reports))
-    return ExitCode.VERIFY_MISMATCH if any(r.missing for r in reports) else ExitCode.OK
-
-
+    return ExitCode.OK if all(r.complete for r in reports) else ExitCode.VERIFY_MISMATCH
 
 
 def cmd_media_retry(config: Config, args: argparse.Namespace) -> int:
-    from mxarchiverd.db import connect
-    from mxarchiverd.media.jobs import RETRY_DEAD_SQL
+    from mxarchiverd.archive.connection import open_archive
+    from mxarchiverd.archive.media_queue import retry_dead
 
-    assert config.archive_dsn is not None
-    with connect(config.archive_dsn, purpose="media-retry", autocommit=True) as conn:
-        revived = conn.execute(RETRY_DEAD_SQL).fetchall()
-    print(f"{len(revived)} dead media job(s) queued again")
+    with open_archive(config, purpose="media-retry", autocommit=True) as conn:
+        revived = retry_dead(conn)
+    print(f"{revived} dead media job(s) queued again")
     return ExitCode.OK

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
+from psycopg_pool import ConnectionPool
 
 from mxarchiverd.exitcodes import ExitCode
 
@@ -116,3 +117,19 @@ def connect_source(dsn: str, *, purpose: str, deadline: float, statement_timeout
     """
     return connect_with_retry(dsn, purpose=purpose, deadline=deadline, autocommit=True,
                               read_only_timeout=statement_timeout)
+
+
+def open_pool(dsn: str, purpose: str, size: int, timeout: float) -> ConnectionPool:
+    """A pool that checks a connection (one empty query) before it lends it: after an
+    outage or a restart of the server, or a pooler closing idle clients, the connections
+    it kept are dead, and without the check each would fail the job it is lent to."""
+    pool = ConnectionPool(dsn, min_size=1, max_size=size, open=False, name=purpose,
+                          check=ConnectionPool.check_connection,
+                          kwargs={"autocommit": True, "prepare_threshold": None,
+                                  "application_name": f"mxarchiverd {purpose}"[:63]})
+    try:
+        pool.open(wait=True, timeout=max(timeout, 1.0))
+    except Exception:  # noqa: BLE001 - psycopg_pool raises PoolTimeout after its own retries
+        pool.close()
+        raise DatabaseUnavailable(f"{purpose} database unreachable") from None
+    return pool

@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 import time
 
+from mxarchiverd.archive.connection import open_archive
+from mxarchiverd.archive.migrations import migrate
 from mxarchiverd.config import Config, ConfigError
 from mxarchiverd.db import connect_with_retry
 from mxarchiverd.media.store_check import KEY, check_media_store
-from mxarchiverd.migrate import migrate
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +25,12 @@ def preflight(config: Config) -> None:
     (77) or ConfigError (78: a media store that cannot serve Synapse's local media).
     """
     deadline = time.monotonic() + config.daemon.startup_timeout
-    assert config.archive_dsn is not None and config.source.synapse_db_url is not None
-    with connect_with_retry(config.archive_dsn, purpose="preflight", deadline=deadline, autocommit=True) as conn:
+    with open_archive(config, purpose="preflight", deadline=deadline, autocommit=True) as conn:
         for migration in migrate(conn):
             log.info("archive schema: applied %03d_%s", migration.version, migration.name)
+    if config.source.mode != "synapse_db":
+        return  # the bot's homeserver is the poller's to wait for (with the stage healthy)
+    assert config.source.synapse_db_url is not None
     with connect_with_retry(config.source.synapse_db_url.value, purpose="preflight synapse", deadline=deadline) as conn:
         conn.execute("SELECT 1 FROM events LIMIT 1")
         conn.rollback()

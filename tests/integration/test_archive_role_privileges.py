@@ -17,7 +17,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from mxarchiverd.exitcodes import ExitCode
-from mxarchiverd.migrate import migrate
+from mxarchiverd.archive.migrations import migrate
 
 REPO = Path(__file__).parents[2]
 

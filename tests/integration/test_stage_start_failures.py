@@ -11,8 +11,8 @@ import psycopg
 import pytest
 
 from mxarchiverd.exitcodes import ExitCode
-from mxarchiverd.supervisor.channels import StageChannels, control_pipe
-from mxarchiverd.supervisor.heartbeat import HeartbeatBoard
+from mxarchiverd.pipeline.channels import StageChannels, control_pipe
+from mxarchiverd.pipeline.heartbeat import HeartbeatBoard
 from mxarchiverd.workers import STAGES
 from mxarchiverd.workers.runner import ChildRunner, StopFlag
 from tests.support.postgres import free_port

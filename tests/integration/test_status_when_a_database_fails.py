@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from mxarchiverd.exitcodes import ExitCode
-from mxarchiverd.migrate import migrate
+from mxarchiverd.archive.migrations import migrate
 from tests.support.password_pg import PasswordServer
 from tests.support.postgres import free_port
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from mxarchiverd.media import jobs as sql
+from mxarchiverd.archive import media_queue as sql
 from mxarchiverd.workers import uploader as uploader_module
 from mxarchiverd.workers.uploader import Uploader
 from tests.integration.test_archive_synapse import wait_bound_covers

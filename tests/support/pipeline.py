@@ -17,7 +17,7 @@ import psycopg
 
 from mxarchiverd.config import load_config
 from mxarchiverd.config.model import Config
-from mxarchiverd.migrate import migrate
+from mxarchiverd.archive.migrations import migrate
 from mxarchiverd.pipeline.messages import StageMessage, from_wire, to_wire
 from mxarchiverd.sources.synapse_db.follower import SynapseFollower
 from mxarchiverd.workers.dbwriter import DbWriter

@@ -1,7 +1,7 @@
 """The grant that fixes what PostgreSQL refused the archive role, written as it must be typed."""
 from __future__ import annotations
 
-from mxarchiverd.privileges import advice, ident
+from mxarchiverd.archive.privileges import advice, ident
 
 
 def test_names_are_quoted_only_where_sql_needs_it() -> None:

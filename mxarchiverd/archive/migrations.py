@@ -18,7 +18,7 @@ from importlib import resources
 import psycopg
 
 from mxarchiverd.exitcodes import ExitCode
-from mxarchiverd.privileges import check_sees_rows, privilege_error
+from mxarchiverd.archive.privileges import check_sees_rows, privilege_error
 
 log = logging.getLogger(__name__)
 
