@@ -73,19 +73,22 @@ class SyncOutcome:
 def from_sync(plan: SyncPlan, coverage: Coverage, rules: Rules) -> SyncOutcome:
     rooms = [room for room in plan.rooms if rules.selected(room.room_id)]
     events: list[RawEvent] = []
+    context: list[RawEvent] = []
     problems: list[EventProblem] = []
     jobs: list[ActiveJob] = []
     for room in rooms:
-        good, bad = normalise_all(room.events, room.room_id, rules.room_version(room.room_id, room))
+        version = rules.room_version(room.room_id, room)
+        good, bad = normalise_all(room.timeline, room.room_id, version)
         events += good
         problems += bad
+        context += normalise_all(room.state, room.room_id, version)[0]
         jobs += _jobs_of(room, rules)
     changes = [change for room in rooms for change in room.memberships]
     holes = track_holes(coverage.holes, changes)
     jobs += [_hole_job(hole, rules) for hole in holes.closed if _fillable(hole, rules)]
     cursor = SyncCursor(
         account=coverage.account, token=plan.next_batch,
-        rooms=tuple(sorted({room.room_id for room in rooms if room.events})),
+        rooms=tuple(sorted({room.room_id for room in rooms if room.timeline})),
         jobs=tuple(job.record for job in jobs),
         holes=_hole_bounds(holes, rules),
         memberships=_memberships(rooms))
@@ -93,7 +96,7 @@ def from_sync(plan: SyncPlan, coverage: Coverage, rules: Rules) -> SyncOutcome:
     next_coverage = replace(coverage, since=plan.next_batch, joined=joined, known=coverage.known | joined,
                             holes=dict(holes.open_now), jobs=coverage.jobs + tuple(jobs))
     kicks = tuple(change for change in changes if change.loses_access)
-    return SyncOutcome(EventBatch(cursor, events), next_coverage, tuple(problems), kicks)
+    return SyncOutcome(EventBatch(cursor, events, context), next_coverage, tuple(problems), kicks)
 
 
 def _jobs_of(room: RoomPlan, rules: Rules) -> list[ActiveJob]:
@@ -163,7 +166,8 @@ class PageOutcome:
 
 
 def from_page(job: ActiveJob, page: Page, room_version: str | None, rules: Rules) -> PageOutcome:
-    good, bad = normalise_all(list(page.events) + list(page.state), job.record.room_id, room_version)
+    good, bad = normalise_all(page.events, job.record.room_id, room_version)
+    context = normalise_all(page.state, job.record.room_id, room_version)[0]
     then = _handed_on(job, page, rules) if page.done else None
     cursor = PageCursor(
         job_id=job.record.id, room_id=job.record.room_id, resume_token=page.resume_from, done=page.done,
@@ -173,7 +177,7 @@ def from_page(job: ActiveJob, page: Page, room_version: str | None, rules: Rules
         hole_state=_hole_state(job, page, then) if page.done and job.record.kind == "hole" else None,
         then=then.record if then else None)
     going_on = ActiveJob(job.record, page.next_job) if page.next_job is not None else None
-    return PageOutcome(EventBatch(cursor, good), going_on, then, tuple(bad))
+    return PageOutcome(EventBatch(cursor, good, context), going_on, then, tuple(bad))
 
 
 def _hole_state(job: ActiveJob, page: Page, then: ActiveJob | None) -> str | None:
