@@ -76,3 +76,85 @@ def test_both_sources_archive_the_same_rows(synapse: SynapseServer, pg_server: P
     assert media_rows(bot_archive) == db_media != {}
     for event_id, (_mxc, sha) in sent.media.items():
         assert media_rows(bot_archive)[(event_id, "file")][-1] == sha
+
+
+def room_ids_in(dsn: str, room_id: str) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        return [r[0] for r in conn.execute("SELECT event_id FROM archived_messages WHERE room_id = %s", (room_id,))]
+
+
+def status_of(config: Any) -> Any:
+    from mxarchiverd import status
+
+    return status.collect(config)
+
+
+def _membership(config: Any, room_id: str) -> str | None:
+    out = status_of(config)
+    return next((r["membership"] for r in out.bot["rooms"] if r["room_id"] == room_id), None)
+
+
+def test_events_sent_while_the_bot_was_stopped_are_all_archived_once(
+        synapse: SynapseServer, fresh_db: str, tmp_path: Path, nio_alice: Any) -> None:
+    bot_id, bot_password = register_bot(synapse, unique("archiver"))
+    rooms = [nio_alice.create_room(name=f"busy {i}", invite=(bot_id,)) for i in range(3)]
+    config = write_bot_config(tmp_path, synapse.base_url, bot_id, bot_password, fresh_db,
+                              "rooms:\n" + "".join(f"  - room_id: '{r}'\n" for r in rooms),
+                              matrix_extra="  timeline_limit: 5\n")
+    with bot_pipeline(config) as p:
+        p.run_until_caught_up()
+    # Stopped: more events than one /sync timeline holds, in every room.
+    sent = {room: nio_alice.send_many(room, 40, prefix=f"while stopped in {room}") for room in rooms}
+    with bot_pipeline(config) as p:
+        p.run_until_caught_up()
+    for room in rooms:
+        archived_ids = room_ids_in(fresh_db, room)
+        assert set(sent[room]) <= set(archived_ids)
+        assert len(archived_ids) == len(set(archived_ids))
+    with psycopg.connect(fresh_db) as conn:
+        gaps = conn.execute("SELECT count(*), count(*) FILTER (WHERE state = 'done') FROM room_pagination"
+                            " WHERE kind = 'gap'").fetchone()
+    assert gaps is not None and gaps[0] >= 3 and gaps[0] == gaps[1]  # each limited timeline was paged
+
+
+@pytest.mark.parametrize("visibility, admin, filled_by", [
+    ("shared", False, "bot"),          # a rejoined member sees what it missed
+    ("joined", True, "admin api"),     # only the admin API shows it
+    ("joined", False, None),           # nobody the bot may use can: unfillable, and reported
+])
+def test_a_kick_opens_a_hole_that_is_filled_where_it_can_be(
+        synapse: SynapseServer, fresh_db: str, tmp_path: Path, nio_alice: Any, caplog: pytest.LogCaptureFixture,
+        visibility: str, admin: bool, filled_by: str | None) -> None:
+    from mxarchiverd.verify import verify
+
+    bot_id, bot_password = register_bot(synapse, unique("archiver"), admin=admin)
+    room = nio_alice.create_room(name="bridged", invite=(bot_id,), history_visibility=visibility)
+    config = write_bot_config(tmp_path, synapse.base_url, bot_id, bot_password, fresh_db,
+                              f"rooms:\n  - room_id: '{room}'\n")
+    with bot_pipeline(config) as p:
+        p.run_until_caught_up()
+        nio_alice.kick(room, bot_id, reason="User is not in remote chat")
+        missed = nio_alice.send_many(room, 5, prefix="while the bot was out")
+        p.run_until(lambda: any("User is not in remote chat" in r.getMessage() for r in caplog.records),
+                    what="the kick reported")
+        out = status_of(config)
+        assert out.bot and out.bot["unfilled_holes"] == 1
+        assert any(r["membership"] == "leave" and r["reason"] == "User is not in remote chat" for r in out.bot["rooms"])
+        nio_alice.invite(room, bot_id)
+        p.run_until(lambda: _membership(config, room) == "join", what="the bot back in the room")
+        after = nio_alice.send_text(room, "the bot is back")
+        p.run_until(lambda: after in room_ids_in(fresh_db, room), what="the rejoined room followed again")
+        p.run_until_caught_up()
+    with psycopg.connect(fresh_db) as conn:
+        holes = conn.execute("SELECT after_event_id IS NOT NULL, before_event_id IS NOT NULL, state, filled_by,"
+                             " reason FROM room_holes").fetchall()
+    archived_ids = set(room_ids_in(fresh_db, room))
+    reports = verify(config)
+    if filled_by is None:
+        assert holes == [(True, True, "unfillable", None, "User is not in remote chat")]
+        assert not set(missed) & archived_ids
+        assert [len(r.holes) for r in reports] == [1] and not reports[0].complete
+    else:
+        assert holes == [(True, True, "filled", filled_by, "User is not in remote chat")]
+        assert set(missed) <= archived_ids
+        assert all(r.complete for r in reports)

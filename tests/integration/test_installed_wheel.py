@@ -70,8 +70,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Install:
     [wheel] = wheels.glob("mxarchiverd-*.whl")
     run([sys.executable, "-m", "venv", root / "venv"], cwd=outside)
     install = Install(root / "venv", outside)
-    # pip's cache is left on, so the dependencies come from it after the first run.
-    run([install.python, "-m", "pip", "install", "--disable-pip-version-check", "-q", wheel], cwd=outside,
+    # pip's cache is left on, so the dependencies come from it after the first run. With
+    # the bot extra (matrix-nio), so that every module of the tree can be imported.
+    run([install.python, "-m", "pip", "install", "--disable-pip-version-check", "-q", f"{wheel}[bot]"], cwd=outside,
         env=install.environ())
     return install
 

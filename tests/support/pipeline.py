@@ -97,7 +97,7 @@ class BotPipeline(InProcessPipeline):
     has no pagination left and a sync brought nothing new."""
 
     def caught_up(self) -> bool:
-        jobs = getattr(self.poller.source, "coverage").jobs
+        jobs = self.poller.source.coverage.jobs
         return not jobs
 
     def run_until_caught_up(self, timeout_s: float = 90.0) -> None:

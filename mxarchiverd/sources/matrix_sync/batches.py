@@ -95,7 +95,10 @@ def from_sync(plan: SyncPlan, coverage: Coverage, rules: Rules) -> SyncOutcome:
     joined = _joined_after(coverage.joined, rooms)
     next_coverage = replace(coverage, since=plan.next_batch, joined=joined, known=coverage.known | joined,
                             holes=dict(holes.open_now), jobs=coverage.jobs + tuple(jobs))
-    kicks = tuple(change for change in changes if change.loses_access)
+    # Warned once per hole: a later sync may show the same kick again (a re-invite).
+    opened = {(hole.room_id, hole.after_event_id) for hole in holes.opened}
+    kicks = tuple(change for change in changes
+                  if change.loses_access and (change.room_id, change.event_id) in opened)
     return SyncOutcome(EventBatch(cursor, events, context), next_coverage, tuple(problems), kicks)
 
 
