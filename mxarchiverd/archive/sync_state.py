@@ -171,3 +171,13 @@ def load_memberships(conn: psycopg.Connection) -> dict[str, str]:
     """room id -> the bot's membership as last committed."""
     rows = conn.execute("SELECT room_id, bot_membership FROM monitored_rooms WHERE bot_membership IS NOT NULL")
     return dict(rows.fetchall())
+
+
+NEWEST_EVENTS_SQL = """
+SELECT event_id FROM archived_messages WHERE room_id = %s ORDER BY timestamp DESC, event_id DESC LIMIT %s
+"""
+
+
+def newest_event_ids(conn: psycopg.Connection, room_id: str, limit: int = 20) -> list[str]:
+    """The room's newest archived events: where paging back from the live end may stop."""
+    return [row[0] for row in conn.execute(NEWEST_EVENTS_SQL, (room_id, limit)).fetchall()]

@@ -158,3 +158,24 @@ def test_a_kick_opens_a_hole_that_is_filled_where_it_can_be(
         assert holes == [(True, True, "filled", filled_by, "User is not in remote chat")]
         assert set(missed) <= archived_ids
         assert all(r.complete for r in reports)
+
+
+def test_a_room_an_admin_bot_cannot_join_is_read_through_the_admin_api(
+        synapse: SynapseServer, fresh_db: str, tmp_path: Path, nio_alice: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mxarchiverd.sources.matrix_sync import follower
+
+    monkeypatch.setattr(follower, "ADMIN_FOLLOW_INTERVAL", 0.0)
+    bot_id, bot_password = register_bot(synapse, unique("archiver"), admin=True)
+    room = nio_alice.create_room(name="no bots invited")  # private: the bot may not join
+    before = nio_alice.send_many(room, 3, prefix="before")
+    config = write_bot_config(tmp_path, synapse.base_url, bot_id, bot_password, fresh_db,
+                              f"rooms:\n  - room_id: '{room}'\n")
+    with bot_pipeline(config) as p:
+        p.run_until(lambda: set(before) <= set(room_ids_in(fresh_db, room)), what="the history read as an admin")
+        later = nio_alice.send_text(room, "later")
+        p.run_until(lambda: later in room_ids_in(fresh_db, room), what="a later message read as an admin")
+    ids = room_ids_in(fresh_db, room)
+    assert len(ids) == len(set(ids))
+    with psycopg.connect(fresh_db) as conn:
+        assert conn.execute("SELECT history_complete FROM monitored_rooms WHERE room_id = %s", (room,)).fetchone() == (
+            True,)

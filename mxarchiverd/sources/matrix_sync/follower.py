@@ -25,6 +25,7 @@ from mxarchiverd.archive.connection import open_archive
 from mxarchiverd.archive.rooms import Registry
 from mxarchiverd.config import Config
 from mxarchiverd.exitcodes import BootError, ExitCode
+from mxarchiverd.pipeline.cursors import Pagination
 from mxarchiverd.pipeline.messages import EventBatch
 from mxarchiverd.sources.base import Poll, Source
 from mxarchiverd.sources.matrix_sync.batches import ActiveJob, Coverage, Rules, from_page, from_sync
@@ -42,6 +43,8 @@ MAX_LONG_POLL = 10.0
 BACKOFF_INITIAL, BACKOFF_MAX = 1.0, 60.0
 ADMIN_PROBE_INTERVAL = 600.0
 JOIN_RETRY_INTERVAL = 300.0
+# How often a room the bot cannot join is read through the admin API (server admins only).
+ADMIN_FOLLOW_INTERVAL = 30.0
 
 
 class SyncFollower(Source):
@@ -65,6 +68,8 @@ class SyncFollower(Source):
         self.next_round_at = 0.0
         self.admin, self.admin_probed_at = False, -ADMIN_PROBE_INTERVAL
         self.join_tried: dict[str, float] = {}
+        # Configured rooms that refused the bot, and when the admin API last read each.
+        self.unjoinable: dict[str, float] = {}
         self.visibility: dict[str, str | None] = {}
         self.last_problem: str | None = None
         self._register_rooms()
@@ -131,7 +136,9 @@ class SyncFollower(Source):
                                                  lambda room: _wants_history(registry, room)))
         for problem in (*plan.problems, *result.housekeeping_problems):
             log.warning("sync: %s", problem)
-        outcome = from_sync(plan, self.coverage, self._rules(registry))
+        rules = self._rules(registry)
+        outcome = from_sync(plan, self.coverage, rules)
+        outcome = self._with_admin_reads(outcome, rules)
         for event in outcome.problems:
             log.warning("event %s in %s not archived: %s", event.event_id, event.room_id, event.reason)
         for kick in outcome.kicks:
@@ -211,8 +218,37 @@ class SyncFollower(Source):
             try:
                 self.client.join(room.room_id)
                 log.info("joined %s", room.room_id)
+                self.unjoinable.pop(room.room_id, None)
             except (Forbidden, RequestFailed) as exc:
-                log.warning("cannot join configured room %s: %s", room.room_id, exc)
+                log.warning("cannot join configured room %s: %s%s", room.room_id, exc,
+                            "; reading it through the admin API" if self._admin_reads() else "")
+                self.unjoinable.setdefault(room.room_id, -ADMIN_FOLLOW_INTERVAL)
+
+    def _admin_reads(self) -> bool:
+        return self.admin and self.config.matrix.use_admin_api
+
+    def _with_admin_reads(self, outcome: Any, rules: Rules) -> Any:
+        """Rooms the bot cannot join are paged through the admin API now and then: back
+        from the live end to the newest event archived (a history job the first time)."""
+        if not self._admin_reads():
+            return outcome
+        now = time.monotonic()
+        busy = {job.record.room_id for job in outcome.coverage.jobs}
+        due = [room for room, read_at in self.unjoinable.items()
+               if room not in busy and room not in outcome.coverage.joined and now >= read_at + ADMIN_FOLLOW_INTERVAL]
+        jobs = []
+        for room in due:
+            self.unjoinable[room] = now
+            newest = sync_state.newest_event_ids(self.archive, room)
+            record = Pagination(rules.new_id(), room, "gap" if newest else "history", None,
+                                stop_event_ids=tuple(newest), via_admin_api=True)
+            jobs.append(ActiveJob(record, PageJob(room, None, stop_event_ids=frozenset(newest),
+                                                  limit=rules.page_limit)))
+        if not jobs:
+            return outcome
+        cursor = replace(outcome.batch.cursor, jobs=outcome.batch.cursor.jobs + tuple(j.record for j in jobs))
+        return replace(outcome, batch=replace(outcome.batch, cursor=cursor),
+                       coverage=replace(outcome.coverage, jobs=outcome.coverage.jobs + tuple(jobs)))
 
     def _accept_invites(self, invites: Any, registry: Registry) -> None:
         policy = self.config.matrix.accept_invites
