@@ -109,6 +109,12 @@ def test_encrypted_rooms_are_archived_as_plaintext_and_late_keys_decrypt_in_plac
     [ssk] = keys["self_signing_keys"][bot_id]["keys"].values()
     assert f"ed25519:{ssk}" in keys["device_keys"][bot_id][bot_device]["signatures"][bot_id]
 
+    from mxarchiverd import status
+
+    [counts] = [r for r in status.collect(config).encrypted_rooms if r["room_id"] == room]
+    assert counts["waiting"] == {"unknown_session": 1}
+    assert counts["decrypted"] == sum(r["encrypted"] and r["event_type"] != "m.room.encrypted" for r in rows.values())
+    assert counts["encrypted"] == 2  # the message sent before the invite, and the redacted one
     # Alice's key export makes the early message readable: decrypted in place, no new row.
     export, passphrase_file = tmp_path / "alice-keys.txt", tmp_path / "passphrase"
     nio_alice.export_keys(export, PASSPHRASE)
