@@ -169,3 +169,35 @@ def test_after_a_restart_a_new_session_decrypts_with_one_device(
         assert len(list_devices(synapse, admin, bot_id)) == 1
     finally:
         admin.close()
+
+
+def test_a_withheld_key_is_recorded_with_its_code_and_the_identity_is_not_uploaded_again(
+        synapse: SynapseServer, fresh_db: str, tmp_path: Path, nio_alice: NioDriver) -> None:
+    from mxarchiverd import status
+
+    bot_id, bot_password = register_bot(synapse, unique("archiver"))
+    room = nio_alice.create_room(name="refusals", encrypted=True, invite=(bot_id,))
+    config = write_bot_config(tmp_path, synapse.base_url, bot_id, bot_password, fresh_db,
+                              f"rooms:\n  - room_id: '{room}'\n")
+    with bot_pipeline(config) as p:
+        p.run_until_caught_up()
+        client = p.poller.source.client  # type: ignore[attr-defined]
+        device, token = client.device_id, client.nio.access_token
+        master = own_keys(synapse, token, bot_id)["master_keys"][bot_id]
+        refusal = {"algorithm": "m.megolm.v1.aes-sha2", "room_id": room, "session_id": "withheld-session-1",
+                   "sender_key": nio_alice.nio.olm.account.identity_keys["curve25519"], "code": "m.unverified",
+                   "reason": "Device not verified"}
+        reply = httpx.put(f"{synapse.base_url}/_matrix/client/v3/sendToDevice/m.room_key.withheld/{unique('txn')}",
+                          json={"messages": {bot_id: {device: refusal}}}, timeout=30,
+                          headers={"Authorization": f"Bearer {nio_alice.access_token}"})
+        reply.raise_for_status()
+
+        def recorded() -> list[tuple[Any, ...]]:
+            with psycopg.connect(fresh_db) as conn:
+                return conn.execute("SELECT session_id, sender, code, reason FROM withheld_keys").fetchall()
+        p.run_until(lambda: bool(recorded()), what="the refusal recorded")
+    assert recorded() == [("withheld-session-1", nio_alice.user_id, "m.unverified", "Device not verified")]
+    with bot_pipeline(config) as p:  # a second start: the same identity, nothing uploaded
+        p.run_until_caught_up()
+    assert own_keys(synapse, token, bot_id)["master_keys"][bot_id] == master
+    assert status.collect(config).mode == "matrix_sync"
