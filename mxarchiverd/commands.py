@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction, add: Callable[..., argparse.Argume
     importing = actions.add_parser("import", help="import a key export and decrypt every matching archived event")
     importing.add_argument("file", help="an Element key export (\"-----BEGIN MEGOLM SESSION DATA-----\")")
     importing.add_argument("--passphrase-file", help="a file holding the export's passphrase (default: ask)")
+    restoring = actions.add_parser("restore-backup", help="restore the bot's server-side key backup, then decrypt")
+    restoring.add_argument("--recovery-key-file", help="a file holding the bot user's recovery key (default: ask)")
 
 
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
@@ -62,10 +64,14 @@ def cmd_keys(config: Config, args: argparse.Namespace) -> int:
     from mxarchiverd import keys
 
     try:
-        passphrase = keys.read_passphrase(args.passphrase_file)
-        report = keys.import_keys(config, Path(args.file), passphrase, progress=sys.stderr.isatty())
+        if args.keys_action == "restore-backup":
+            recovery_key = keys.read_secret_file(args.recovery_key_file, "--recovery-key-file")
+            report = keys.restore_backup(config, recovery_key, progress=sys.stderr.isatty())
+        else:
+            passphrase = keys.read_passphrase(args.passphrase_file)
+            report = keys.import_keys(config, Path(args.file), passphrase, progress=sys.stderr.isatty())
     except keys.KeysCommandError as exc:
-        print(f"mxarchiverd keys import: {exc}", file=sys.stderr)
+        print(f"mxarchiverd keys {args.keys_action}: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     for skipped in report.skipped_entries:
         print(f"skipped: {skipped}", file=sys.stderr)

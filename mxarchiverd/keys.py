@@ -92,6 +92,52 @@ def import_keys(config: Config, path: Path, passphrase: str, *, progress: bool) 
     return ImportReport(result.total, len(result.imported), decrypted, left, tuple(result.skipped))
 
 
+def restore_backup(config: Config, recovery_key: str, *, progress: bool) -> ImportReport:
+    """Restore the bot's server-side key backup into its store, then decrypt the archive.
+
+    For a bot whose crypto store was lost (a new device): the backup holds what a client
+    of the bot user uploaded, opened with that user's recovery key.
+    """
+    import asyncio
+
+    from mxarchiverd.e2ee.backup import BackupError, restore_from_backup
+    from mxarchiverd.e2ee.store import CryptoSettings, CryptoStoreError, new_client, restore_session
+    from mxarchiverd.sources.matrix_sync.session import load_session, session_path
+
+    stored = load_session(session_path(config.matrix.state_dir)) if config.source.mode == "matrix_sync" else None
+    if stored is None:
+        raise KeysCommandError("restore-backup needs the bot's saved login (source.mode matrix_sync, a first start)")
+    key = config.matrix.pickle_key.value if config.matrix.pickle_key else ""
+    loop = asyncio.new_event_loop()
+    try:
+        settings = CryptoSettings(config.matrix.state_dir, key)
+        client = new_client(config.matrix.homeserver_url, stored.user_id, settings, device_id=stored.device_id)
+        restore_session(client, settings, stored.user_id, stored.device_id, stored.access_token)
+        try:
+            restored = loop.run_until_complete(restore_from_backup(client, recovery_key))
+            refs = [(r.room_id, r.session_id) for r in restored.result.decryptable]
+            decrypted, left = decrypt_archive(config, client, refs, progress=progress)
+        finally:
+            loop.run_until_complete(client.close())
+    except (BackupError, CryptoStoreError) as exc:
+        raise KeysCommandError(str(exc)) from None
+    finally:
+        loop.close()
+    result = restored.result
+    return ImportReport(result.total, len(result.imported), decrypted, left, tuple(result.skipped))
+
+
+def read_secret_file(path: str | None, what: str) -> str:
+    if path:
+        try:
+            return Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise KeysCommandError(f"{what} {path}: cannot read ({exc.strerror})") from None
+    if not sys.stdin.isatty():
+        raise KeysCommandError(f"no terminal to ask for it: give {what}")
+    return getpass.getpass("recovery key: ")
+
+
 def decrypt_archive(config: Config, client: Any, refs: list[tuple[str, str]], *, progress: bool) -> tuple[int, int]:
     """Decrypt every archived ciphertext of the sessions; (decrypted, still encrypted)."""
     from mxarchiverd.sources.matrix_sync.decryption import Decryptor, _raw

@@ -20,22 +20,12 @@ from mxarchiverd.exitcodes import ExitCode
 from mxarchiverd.sources.base import SourceState
 
 
-@dataclass
-class Status:
-    schema_version: int
-    schema_expected: int
-    cursors: dict[str, int]
-    source_bound: int | None
-    source_backfill_bound: int | None
-    rooms_enabled: int
-    rooms_disabled: int
-    rooms_history_pending: int
-    messages: int
-    redacted: int
-    quarantined: int
-    media: dict[str, int] = field(default_factory=dict)
-    media_dead_last_error: str | None = None  # why the newest dead-lettered job died
-    newest_archived_ts: int | None = None
+@dataclass(frozen=True)
+class Status(ArchiveFacts):
+    """The archive's facts (archive/reports.py) and the source's side of the story."""
+
+    source_bound: int | None = None
+    source_backfill_bound: int | None = None
     newest_source_ts: int | None = None
     mode: str = "synapse_db"
     # Every followed stream: cursor, bound, positions behind (sources/base.py StreamState).

@@ -201,3 +201,37 @@ def test_a_withheld_key_is_recorded_with_its_code_and_the_identity_is_not_upload
         p.run_until_caught_up()
     assert own_keys(synapse, token, bot_id)["master_keys"][bot_id] == master
     assert status.collect(config).mode == "matrix_sync"
+
+
+def test_keys_restored_from_the_bots_backup_decrypt_the_archive(
+        synapse: SynapseServer, fresh_db: str, tmp_path: Path, nio_alice: NioDriver) -> None:
+    from types import SimpleNamespace
+
+    from tests.integration.test_bot_key_backup_restore import back_up_like_element
+    from tests.support.matrix_client import MatrixClient
+
+    bot_id, bot_password = register_bot(synapse, unique("archiver"))
+    room = nio_alice.create_room(name="backed up", encrypted=True)
+    early = nio_alice.send_text(room, "only the backup has this key")
+    nio_alice.invite(room, bot_id)
+    config = write_bot_config(tmp_path, synapse.base_url, bot_id, bot_password, fresh_db,
+                              f"rooms:\n  - room_id: '{room}'\n")
+    with bot_pipeline(config) as p:
+        p.run_until(lambda: early in rows_of(fresh_db, room), what="the early message, as ciphertext")
+        client = p.poller.source.client  # type: ignore[attr-defined]
+        token, device = client.nio.access_token, client.device_id
+    assert pending(fresh_db) == {early: "unknown_session"}
+    # An Element session of the bot account backed up the key (here: alice's own copy of it).
+    session_id = rows_of(fresh_db, room)[early]["content"]["session_id"]
+    [session] = [s for by_key in nio_alice.nio.olm.inbound_group_store._entries[room].values()  # noqa: SLF001
+                 for sid, s in by_key.items() if sid == session_id]
+    http = MatrixClient(synapse.base_url, bot_id, token, device, bot_password)
+    try:
+        recovery_key = back_up_like_element(SimpleNamespace(http=http), [session])  # type: ignore[arg-type]
+    finally:
+        http.close()
+    key_file = tmp_path / "recovery-key"
+    key_file.write_text(recovery_key)
+    assert cli.main(["--config", str(config.path), "keys", "restore-backup", "--recovery-key-file", str(key_file)]) == 0
+    assert rows_of(fresh_db, room)[early]["content"]["body"] == "only the backup has this key"
+    assert pending(fresh_db) == {}
