@@ -31,7 +31,7 @@ from mxarchiverd.sources.base import Poll, Source
 from mxarchiverd.sources.matrix_sync.batches import ActiveJob, Coverage, Rules, from_page, from_sync
 from mxarchiverd.sources.matrix_sync.decryption import Decryptor
 from mxarchiverd.sources.matrix_sync.errors import (
-    Forbidden, HardLogout, HomeserverUnavailable, LoginRejected, MatrixError, RateLimited, RequestFailed,
+    Forbidden, HardLogout, HomeserverUnavailable, LoggedOut, LoginRejected, MatrixError, RateLimited, RequestFailed,
 )
 from mxarchiverd.sources.matrix_sync.filters import first_sync_filter, sync_filter
 from mxarchiverd.sources.matrix_sync.membership import MEMBER_SEES_PAST, Hole
@@ -137,8 +137,14 @@ class SyncFollower(Source):
         except HomeserverUnavailable as exc:
             return self._wait(min(BACKOFF_MAX, BACKOFF_INITIAL * 2 ** min(self.failures, 6)),
                               f"homeserver unavailable: {exc}")
-        except HardLogout as exc:
+        except LoggedOut as exc:
+            # A hard logout, or a soft one with no password to log in again with.
             raise BootError(f"the homeserver logged the bot out: {exc}", ExitCode.PERMISSION) from None
+        except RequestFailed as exc:
+            # An answer the bot did not expect (a 4xx): waited out like an outage, and shown,
+            # rather than a crash loop that would end the whole daemon.
+            return self._wait(min(BACKOFF_MAX, BACKOFF_INITIAL * 2 ** min(self.failures, 6)),
+                              f"the homeserver refused a request: {exc}")
         self.failures, self.last_problem = 0, None
         self.emitted += sum(len(b.events) for b in batches)
         return Poll(batches, busy=bool(self.coverage.jobs))
