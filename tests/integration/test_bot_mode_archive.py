@@ -179,3 +179,27 @@ def test_a_room_an_admin_bot_cannot_join_is_read_through_the_admin_api(
     with psycopg.connect(fresh_db) as conn:
         assert conn.execute("SELECT history_complete FROM monitored_rooms WHERE room_id = %s", (room,)).fetchone() == (
             True,)
+
+
+def test_a_sync_answered_before_a_rate_limit_is_still_archived(
+        synapse: SynapseServer, fresh_db: str, tmp_path: Path, nio_alice: Any) -> None:
+    from mxarchiverd.sources.matrix_sync.errors import RateLimited
+
+    bot_id, bot_password = register_bot(synapse, unique("archiver"))
+    room = nio_alice.create_room(name="limits", invite=(bot_id,))
+    config = write_bot_config(tmp_path, synapse.base_url, bot_id, bot_password, fresh_db,
+                              f"rooms:\n  - room_id: '{room}'\n")
+    with bot_pipeline(config) as p:
+        p.run_until_caught_up()
+        event = nio_alice.send_text(room, "in the sync before the 429")
+        follower = p.poller.source
+        real_page = follower._page  # type: ignore[union-attr]
+
+        def limited() -> None:
+            follower._page = real_page  # type: ignore[union-attr]
+            raise RateLimited("GET /messages rate limited", retry_after=0.1, status=429)
+
+        follower._page = limited  # type: ignore[union-attr]
+        p.run_until(lambda: event in room_ids_in(fresh_db, room), timeout_s=30, what="the sync's event archived")
+    ids = room_ids_in(fresh_db, room)
+    assert len(ids) == len(set(ids))

@@ -31,7 +31,7 @@ from mxarchiverd.sources.base import Poll, Source
 from mxarchiverd.sources.matrix_sync.batches import ActiveJob, Coverage, Rules, from_page, from_sync
 from mxarchiverd.sources.matrix_sync.decryption import Decryptor
 from mxarchiverd.sources.matrix_sync.errors import (
-    Forbidden, HardLogout, HomeserverUnavailable, LoggedOut, LoginRejected, MatrixError, RateLimited, RequestFailed,
+    Forbidden, HomeserverUnavailable, LoggedOut, LoginRejected, MatrixError, RateLimited, RequestFailed,
 )
 from mxarchiverd.sources.matrix_sync.filters import first_sync_filter, sync_filter
 from mxarchiverd.sources.matrix_sync.membership import MEMBER_SEES_PAST, Hole
@@ -58,12 +58,7 @@ class SyncFollower(Source):
         from mxarchiverd.sources.matrix_sync.client import MatrixSyncClient
 
         self.archive = open_archive(self.config, purpose="poller", deadline=deadline, autocommit=True)
-        try:
-            self.client = MatrixSyncClient.open(client_settings(self.config), tick=self._tick)
-        except (HardLogout, LoginRejected) as exc:
-            raise BootError(f"bot login: {exc}", ExitCode.PERMISSION) from None
-        except HomeserverUnavailable as exc:
-            raise BootError(f"homeserver unreachable at start: {exc}", ExitCode.UNAVAILABLE) from None
+        self.client = self._log_in(MatrixSyncClient, deadline)
         self.account = self.client.user_id
         self._bootstrap_cross_signing()
         self.decryptor = Decryptor(self.client.nio, sync_state.load_withheld(self.archive))
@@ -80,6 +75,25 @@ class SyncFollower(Source):
         self.visibility: dict[str, str | None] = {}
         self.last_problem: str | None = None
         self._register_rooms()
+
+    def _log_in(self, client_type: Any, deadline: float) -> Any:
+        """The logged-in client; a homeserver that is down is waited for until `deadline`, as
+        the databases are (a homeserver restarting with the host must not stop the archiver)."""
+        delay = BACKOFF_INITIAL
+        while True:
+            try:
+                return client_type.open(client_settings(self.config), tick=self._tick)
+            except (LoggedOut, LoginRejected) as exc:
+                raise BootError(f"bot login: {exc}", ExitCode.PERMISSION) from None
+            except (HomeserverUnavailable, RateLimited) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise BootError(f"homeserver unreachable at start: {exc}", ExitCode.UNAVAILABLE) from None
+                log.warning("homeserver not answering yet (%s); trying again in %.0fs", exc, delay)
+                end = time.monotonic() + delay
+                while time.monotonic() < end:  # beating: waiting is the stage's work now
+                    self.beat()
+                    time.sleep(min(1.0, max(0.0, end - time.monotonic())))
+                delay = min(delay * 2, BACKOFF_MAX)
 
     def _bootstrap_cross_signing(self) -> None:
         """Publish the bot's cross-signing identity and sign its device (first start only):
@@ -121,40 +135,47 @@ class SyncFollower(Source):
     # -- one round ---------------------------------------------------------------
 
     def poll(self) -> Poll:
+        # What a round made before an error is passed on all the same: the sync's new token
+        # is already the in-memory position, so dropping its batch would skip its events.
+        batches: list[EventBatch] = []
         try:
-            self._maybe_probe_admin()
-            self._join_configured_rooms()
-            batches = [self._sync()]
-            page = self._page()
-            if page is not None:
-                batches.append(page)
-            self._maybe_check_store()
-            decrypted = self.decryptor.retry_batch(self.archive)
-            if decrypted is not None:
-                batches.append(decrypted)
+            self._round(batches)
         except RateLimited as exc:
-            return self._wait(exc.retry_after, f"rate limited by the homeserver for {exc.retry_after:.0f}s")
+            return self._wait(batches, exc.retry_after, f"rate limited by the homeserver for {exc.retry_after:.0f}s")
         except HomeserverUnavailable as exc:
-            return self._wait(min(BACKOFF_MAX, BACKOFF_INITIAL * 2 ** min(self.failures, 6)),
-                              f"homeserver unavailable: {exc}")
+            return self._wait(batches, self._backoff(), f"homeserver unavailable: {exc}")
         except LoggedOut as exc:
             # A hard logout, or a soft one with no password to log in again with.
             raise BootError(f"the homeserver logged the bot out: {exc}", ExitCode.PERMISSION) from None
         except RequestFailed as exc:
             # An answer the bot did not expect (a 4xx): waited out like an outage, and shown,
             # rather than a crash loop that would end the whole daemon.
-            return self._wait(min(BACKOFF_MAX, BACKOFF_INITIAL * 2 ** min(self.failures, 6)),
-                              f"the homeserver refused a request: {exc}")
+            return self._wait(batches, self._backoff(), f"the homeserver refused a request: {exc}")
         self.failures, self.last_problem = 0, None
-        self.emitted += sum(len(b.events) for b in batches)
         return Poll(batches, busy=bool(self.coverage.jobs))
 
-    def _wait(self, seconds: float, why: str) -> Poll:
+    def _round(self, batches: list[EventBatch]) -> None:
+        self._maybe_probe_admin()
+        self._join_configured_rooms()
+        for step in (self._sync, self._page, self._decrypted_again):
+            batch = step()
+            if batch is not None:
+                batches.append(batch)
+                self.emitted += len(batch.events)
+
+    def _decrypted_again(self) -> EventBatch | None:
+        self._maybe_check_store()
+        return self.decryptor.retry_batch(self.archive)
+
+    def _backoff(self) -> float:
+        return min(BACKOFF_MAX, BACKOFF_INITIAL * 2 ** min(self.failures, 6))
+
+    def _wait(self, batches: list[EventBatch], seconds: float, why: str) -> Poll:
         self.failures += 1
         if why != self.last_problem:
             log.warning("%s; waiting %.0fs", why, seconds)
         self.last_problem = why
-        return Poll(wait=seconds)
+        return Poll(batches, wait=seconds)
 
     def _sync(self) -> EventBatch:
         processing = self.config.processing
