@@ -74,6 +74,7 @@ class SyncFollower(Source):
         self.unjoinable: dict[str, float] = {}
         self.visibility: dict[str, str | None] = {}
         self.last_problem: str | None = None
+        self.invites: tuple[Any, Registry] | None = None
         self._register_rooms()
 
     def _log_in(self, client_type: Any, deadline: float) -> Any:
@@ -162,6 +163,9 @@ class SyncFollower(Source):
             if batch is not None:
                 batches.append(batch)
                 self.emitted += len(batch.events)
+        invites, self.invites = self.invites, None
+        if invites is not None:
+            self._accept_invites(*invites)
 
     def _decrypted_again(self) -> EventBatch | None:
         self._maybe_check_store()
@@ -197,7 +201,8 @@ class SyncFollower(Source):
             log.warning("the bot lost %s: %s by %s (%s); the hole is recorded", kick.room_id, kick.kind,
                         kick.sender, kick.reason or "no reason given")
         self.coverage = outcome.coverage
-        self._accept_invites(plan.invites, registry)
+        # Joins come after the batch is handed on (_round): a 429 on a join must not lose it.
+        self.invites = (plan.invites, registry)
         self.decryptor.annotate(outcome.batch.events)
         withheld = self.decryptor.after_sync(result.nio_response)
         if withheld:
