@@ -1,11 +1,11 @@
-"""Operator subcommands beyond run/migrate/check-config: status, verify."""
+"""Operator subcommands beyond run/migrate/check-config: status, verify, backfill, media-retry."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable
-
 
 from mxarchiverd.config import Config
 from mxarchiverd.exitcodes import ExitCode
@@ -14,7 +14,17 @@ from mxarchiverd.exitcodes import ExitCode
 def register(sub: argparse._SubParsersAction, add: Callable[..., argparse.ArgumentParser]) -> None:
     status = add(sub, "status", cmd_status, "show how far the archive is behind Synapse (from the databases)")
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    add(sub, "verify", cmd_verify, "compare source and archive event ids per monitored room")
+    check = add(sub, "verify", cmd_verify, "prove the archive complete: events, redactions, edits, holes, media")
+    check.add_argument("--room", action="append", default=[], metavar="ROOM_ID",
+                       help="only this room (repeatable; default: every archived room)")
+    check.add_argument("--since", metavar="WHEN", help="only events sent since a date, a time or an age (7d)")
+    check.add_argument("--media", action="store_true",
+                       help="also read every stored media object back and compare its size and sha256")
+    check.add_argument("--repair", action="store_true",
+                       help="re-archive what is missing or wrong, queue broken media again, and say what was done")
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    backfill = add(sub, "backfill", cmd_backfill, "read one room's whole history again (resumable)")
+    backfill.add_argument("--room", required=True, metavar="ROOM_ID", help="the room to read again")
     add(sub, "media-retry", cmd_media_retry, "send dead-lettered media jobs back to the uploader")
 
 
@@ -34,11 +44,43 @@ def cmd_status(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_verify(config: Config, args: argparse.Namespace) -> int:
-    from mxarchiverd import verify
+    from mxarchiverd.sinks.storage import StorageError
+    from mxarchiverd.verification.problems import Scope, parse_since
+    from mxarchiverd.verification.render import as_json, render_text
+    from mxarchiverd.verification.run import UnknownRoom, run_verify
 
-    reports = verify.verify(config)
-    print(verify.render(reports))
-    return ExitCode.OK if all(r.complete for r in reports) else ExitCode.VERIFY_MISMATCH
+    try:
+        since = parse_since(args.since, time.time()) if args.since else None
+    except ValueError as exc:
+        print(f"mxarchiverd verify: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    started = time.monotonic()
+    try:
+        outcome = run_verify(config, Scope(tuple(args.room), since, args.media), repair=args.repair)
+    except UnknownRoom as exc:
+        print(f"mxarchiverd verify: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    except StorageError as exc:
+        print(f"mxarchiverd verify: media storage cannot be read: {exc}", file=sys.stderr)
+        return ExitCode.UNAVAILABLE
+    print(json.dumps(as_json(outcome), indent=2) if args.json else render_text(outcome, time.monotonic() - started))
+    return outcome.exit_code
+
+
+def cmd_backfill(config: Config, args: argparse.Namespace) -> int:
+    from mxarchiverd.backfill import NotMonitored, backfill_room
+
+    if config.source.mode == "matrix_sync":
+        print("mxarchiverd backfill: bot mode pages history itself; see the README (Bot mode)", file=sys.stderr)
+        return ExitCode.USAGE
+    try:
+        result = backfill_room(config, args.room)
+    except NotMonitored as exc:
+        print(f"mxarchiverd backfill: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    again = " (resumed)" if result.resumed else ""
+    print(f"{result.room_id}: history read again{again}: {result.read} event(s) read, {result.inserted} new")
+    return ExitCode.OK
 
 
 def cmd_media_retry(config: Config, args: argparse.Namespace) -> int:

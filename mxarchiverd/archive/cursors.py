@@ -13,7 +13,9 @@ from collections.abc import Callable
 import psycopg
 
 from mxarchiverd.archive.sync_state import store_page, store_sync
-from mxarchiverd.pipeline.cursors import Cursor, Direction, PageCursor, RoomHistoryCursor, StreamCursor, SyncCursor
+from mxarchiverd.pipeline.cursors import (
+    Cursor, Direction, PageCursor, RepairCursor, RoomHistoryCursor, StreamCursor, SyncCursor,
+)
 
 LOAD_STREAMS_SQL = "SELECT stream, position FROM archive_cursors"
 
@@ -47,11 +49,16 @@ def _store_room_history(conn: psycopg.Connection, cursor: RoomHistoryCursor) -> 
                                             "done": cursor.done})
 
 
+def _store_nothing(conn: psycopg.Connection, cursor: RepairCursor) -> None:
+    """Events re-read by id cover no stretch of any stream."""
+
+
 _STORE: dict[type, Callable[[psycopg.Connection, Cursor], None]] = {
     StreamCursor: _store_stream,  # type: ignore[dict-item]
     RoomHistoryCursor: _store_room_history,  # type: ignore[dict-item]
     SyncCursor: store_sync,  # type: ignore[dict-item]
     PageCursor: store_page,  # type: ignore[dict-item]
+    RepairCursor: _store_nothing,  # type: ignore[dict-item]
 }
 
 

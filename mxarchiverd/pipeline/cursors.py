@@ -164,11 +164,20 @@ class PageCursor:
     then: Pagination | None = None
 
 
-Cursor = StreamCursor | RoomHistoryCursor | SyncCursor | PageCursor
+@dataclass(frozen=True)
+class RepairCursor:
+    """A batch that re-archives events named by `verify --repair`: it moves no cursor
+    (the events were read by id, not by a position on any stream)."""
+
+    reason: str = "verify --repair"
+
+
+Cursor = StreamCursor | RoomHistoryCursor | SyncCursor | PageCursor | RepairCursor
 
 # The wire name of each cursor type, for the queue envelopes.
 _WIRE_TYPES: dict[str, type[Any]] = {
     "stream": StreamCursor, "room_history": RoomHistoryCursor, "sync": SyncCursor, "page": PageCursor,
+    "repair": RepairCursor,
 }
 _WIRE_NAMES: dict[type[Any], str] = {kind: name for name, kind in _WIRE_TYPES.items()}
 # Fields that hold records, and the record type of each (a tuple of them, or one or None).
