@@ -1,18 +1,18 @@
 """What verify can find, what each finding means, and the exit code they add up to (pure).
 
-| kind                    | meaning                                                               | --repair                      |
-|-------------------------|-----------------------------------------------------------------------|-------------------------------|
-| missing                 | Synapse shows the event, the archive lacks it                         | re-read it through the pipeline |
-| redaction_not_applied   | Synapse redacts the event, the archive row is not marked redacted     | re-read the redaction         |
-| redaction_not_in_source | the archive marks the event redacted, Synapse applies no redaction    | clear the mark                |
-| edit_differs            | the archive's content is not the latest valid edit Synapse has        | re-apply the edits            |
-| hole                    | bot mode: a stretch the bot could not see, not filled                 | none (the daemon pages holes it can fill) |
-| media_no_job            | a media reference of an archived message has no media job             | re-read the message           |
-| media_dead              | the job used up its attempts                                          | queue it again                |
-| media_unrecorded        | the job is done, archived_media has no row for it                     | queue it again                |
-| media_object_missing    | archived_media names an object that storage does not have             | queue it again                |
-| media_size_differs      | the stored object's size is not the recorded one                      | queue it again                |
-| media_sha256_differs    | the stored object's sha256 is not the recorded one                    | queue it again                |
+| kind                    | meaning                                                           | --repair                 |
+|-------------------------|-------------------------------------------------------------------|--------------------------|
+| missing                 | Synapse shows the event, the archive lacks it                     | re-read it (pipeline)    |
+| redaction_not_applied   | Synapse redacts the event, the archive row is not marked redacted | re-read the redaction    |
+| redaction_not_in_source | the archive marks the event redacted, Synapse applies none        | clear the mark           |
+| edit_differs            | the archive's content is not the latest valid edit Synapse has    | re-apply the edits       |
+| hole                    | bot mode: a stretch the bot could not see, not filled             | none (the daemon pages)  |
+| media_no_job            | a media reference of an archived message has no media job         | re-read the message      |
+| media_dead              | the job used up its attempts                                      | queue it again           |
+| media_unrecorded        | the job is done, archived_media has no row for it                 | queue it again           |
+| media_object_missing    | archived_media names an object that storage does not have         | queue it again           |
+| media_size_differs      | the stored object's size is not the recorded one                  | queue it again           |
+| media_sha256_differs    | the stored object's sha256 is not the recorded one                | queue it again           |
 
 Not differences, but shown: events only in the archive (Synapse's retention or
 purge removed them: the reason to have an archive), media jobs still queued
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from mxarchiverd.config.units import parse_duration
@@ -59,7 +59,8 @@ class Problem:
     source_has: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        found = {"kind": self.kind, "room_id": self.room_id, "event_id": self.event_id, "detail": self.detail}
+        found: dict[str, Any] = {"kind": self.kind, "room_id": self.room_id, "event_id": self.event_id,
+                                 "detail": self.detail}
         if self.related_event_id is not None:
             found["related_event_id"] = self.related_event_id
         if self.matrix_url is not None:
@@ -162,5 +163,5 @@ def parse_since(text: str, now: float) -> int:
         raise ValueError(f"--since {text!r}: expected a date (2024-05-01), a time (2024-05-01T12:00:00Z)"
                          " or an age (7d, 12h)") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     return int(parsed.timestamp() * 1000)
