@@ -205,3 +205,8 @@ def record_verify_run(conn: psycopg.Connection, *, mode: str, scope: dict[str, A
 def latest_verify_run(conn: psycopg.Connection) -> VerifyRun | None:
     row = conn.execute(LATEST_RUN_SQL).fetchone()
     return VerifyRun(float(row[0]), int(row[1]), dict(row[2] or {}), int(row[3])) if row else None
+
+
+def quarantined_count(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT count(*) FROM quarantined_events").fetchone()
+    return int(row[0]) if row else 0

@@ -27,6 +27,7 @@ from mxarchiverd.media.errors import MediaRefused
 from mxarchiverd.media.fetch import FetchFailed
 from mxarchiverd.media.jobs import FailureKind, Job, plan_failure
 from mxarchiverd.media.transfer import Stored, transfer
+from mxarchiverd.metrics import instruments as metrics
 from mxarchiverd.sinks.storage import ObjectStore, StorageError, open_store
 from mxarchiverd.workers.stage import Message, SourceStage, opened
 
@@ -198,6 +199,7 @@ class Uploader(SourceStage):
                                      delete=self._delete_quietly)
         if recorded is Recorded.DONE:
             self.counts["uploaded"] += 1
+            metrics.media_stored(stored.size)
 
     def _delete_quietly(self, object_path: str) -> bool:
         try:
@@ -213,6 +215,7 @@ class Uploader(SourceStage):
         log.warning("media job %s (%s of %s): %s -> %s", job.id, job.matrix_url[:120], job.event_id, reason, plan.state)
         self.queue.reschedule(job, plan, reason)
         self.counts["refused" if plan.state == "refused" else "failed"] += 1
+        metrics.media_failed(plan.state)
         if plan.state == "dead":
             self.deaths.append(reason[:300])
 
