@@ -9,19 +9,22 @@ returns at once and prometheus-client is never imported.
 
 | metric                                   | type      | set by     | what |
 |------------------------------------------|-----------|------------|------|
-| mxarchiverd_events_archived_total        | counter   | dbwriter   | rows newly stored, by event_type ("unknown" for a batch partly stored before a restart) |
+| mxarchiverd_events_archived_total        | counter   | dbwriter   | rows newly stored, by event_type (1) |
 | mxarchiverd_batches_written_total        | counter   | dbwriter   | batches committed |
 | mxarchiverd_batch_write_seconds          | histogram | dbwriter   | time to write one batch (rows, relations, cursor) |
 | mxarchiverd_archive_lag_seconds          | gauge     | dbwriter   | age of the newest event of the latest stored batch, at commit |
 | mxarchiverd_source_lag_positions         | gauge     | poller     | stream positions between the source's bound and the cursor |
 | mxarchiverd_media_uploaded_total         | counter   | uploader   | files stored |
 | mxarchiverd_media_uploaded_bytes_total   | counter   | uploader   | bytes stored |
-| mxarchiverd_media_failed_total           | counter   | uploader   | failed attempts, by outcome (retry, refused, dead) |
+| mxarchiverd_media_failed_total           | counter   | uploader   | failed attempts by outcome: retry, refused, dead |
 | mxarchiverd_pipeline_queue_depth         | gauge     | supervisor | batches waiting between two stages |
 | mxarchiverd_stage_restarts_total         | counter   | supervisor | restarts of a stage after its first start |
 | mxarchiverd_media_jobs                   | gauge     | metrics    | media jobs by state, from the archive at scrape time |
 | mxarchiverd_quarantined_events           | gauge     | metrics    | rows in quarantined_events |
 | mxarchiverd_verify_*                     | gauge     | metrics    | the latest `verify`: when, exit code, problems by kind |
+
+(1) "unknown" for a batch partly stored before (read again after a restart): which of
+its rows are new is not known, only how many.
 """
 from __future__ import annotations
 
