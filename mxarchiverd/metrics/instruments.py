@@ -12,8 +12,8 @@ returns at once and prometheus-client is never imported.
 | mxarchiverd_events_archived_total        | counter   | dbwriter   | rows newly stored, by event_type (1) |
 | mxarchiverd_batches_written_total        | counter   | dbwriter   | batches committed |
 | mxarchiverd_batch_write_seconds          | histogram | dbwriter   | time to write one batch (rows, relations, cursor) |
-| mxarchiverd_archive_lag_seconds          | gauge     | dbwriter   | age of the newest event of the latest stored batch, at commit |
-| mxarchiverd_source_lag_positions         | gauge     | poller     | stream positions between the source's bound and the cursor |
+| mxarchiverd_archive_lag_seconds          | gauge     | dbwriter   | age of the newest event of the latest batch, at commit |
+| mxarchiverd_source_lag_positions         | gauge     | poller     | positions behind the source's bound |
 | mxarchiverd_media_uploaded_total         | counter   | uploader   | files stored |
 | mxarchiverd_media_uploaded_bytes_total   | counter   | uploader   | bytes stored |
 | mxarchiverd_media_failed_total           | counter   | uploader   | failed attempts by outcome: retry, refused, dead |
