@@ -103,7 +103,8 @@ class Progress:
             self.bar.update(count)
             return
         now = self.clock()
-        if now >= self.next_line:
+        finished = self.total is not None and self.done >= self.total  # close() says it
+        if now >= self.next_line and not finished:
             self.next_line = now + self.interval
             log.info("%s", describe(self.what, self.done, self.total, now - self.started, self.unit))
 
