@@ -1,6 +1,8 @@
 """What verify concludes from Synapse's view and the archive's (pure parts)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from mxarchiverd.archive.audit import ArchivedContent, MediaJobFact, MediaRow
@@ -75,7 +77,7 @@ def test_synapse_applies_redactions_by_its_own_rules() -> None:
 
 def test_the_latest_valid_edit_wins() -> None:
     def edit(edit_id: str, sender: str, ts: int, body: str) -> tuple[object, ...]:
-        json_text = '{"content": {"m.new_content": {"body": "%s"}}}' % body
+        json_text = json.dumps({"content": {"m.new_content": {"body": body}}})
         return ("$o", edit_id, sender, "m.room.message", ts, None, json_text, "@a:x", "m.room.message", ROOM)
     rows = [edit("$e1", "@a:x", 10, "one"), edit("$e2", "@a:x", 30, "three"), edit("$e3", "@b:x", 40, "bob"),
             edit("$e4", "@a:x", 50, "redacted")]
