@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -75,6 +76,15 @@ def is_terminal(stream: IO[str] | None) -> bool:
         return False
 
 
+def terminal_width(stream: IO[str], fallback: int = 100) -> int:
+    """The terminal's columns; a terminal that reports none (a fresh pty) gets `fallback`."""
+    try:
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        columns = 0
+    return columns or fallback
+
+
 class Progress:
     """A bar on a terminal, periodic log lines elsewhere; use as a context manager."""
 
@@ -93,7 +103,7 @@ class Progress:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, desc=what, unit=unit, unit_scale=unit == "B", file=stream,
-                            dynamic_ncols=True, leave=True)
+                            ncols=terminal_width(stream), leave=True)
         else:
             log.info("%s", describe(what, 0, total, 0.0, unit))
 
