@@ -6,9 +6,13 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from mxarchiverd.config import Config
 from mxarchiverd.exitcodes import ExitCode
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 def register(sub: argparse._SubParsersAction, add: Callable[..., argparse.ArgumentParser]) -> None:
@@ -25,7 +29,9 @@ def register(sub: argparse._SubParsersAction, add: Callable[..., argparse.Argume
     check.add_argument("--json", action="store_true", help="machine-readable output")
     backfill = add(sub, "backfill", cmd_backfill, "read one room's whole history again (resumable)")
     backfill.add_argument("--room", required=True, metavar="ROOM_ID", help="the room to read again")
-    add(sub, "media-retry", cmd_media_retry, "send dead-lettered media jobs back to the uploader")
+    retry = add(sub, "media-retry", cmd_media_retry, "send dead-lettered media jobs back to the uploader")
+    retry.add_argument("--wait", action="store_true",
+                       help="follow the jobs until the uploader (the running daemon's) has finished them")
 
 
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
@@ -85,9 +91,28 @@ def cmd_backfill(config: Config, args: argparse.Namespace) -> int:
 
 def cmd_media_retry(config: Config, args: argparse.Namespace) -> int:
     from mxarchiverd.archive.connection import open_archive
-    from mxarchiverd.archive.media_queue import retry_dead
+    from mxarchiverd.archive.media_queue import retry_dead_jobs
 
     with open_archive(config, purpose="media-retry", autocommit=True) as conn:
-        revived = retry_dead(conn)
-    print(f"{revived} dead media job(s) queued again")
-    return ExitCode.OK
+        revived = retry_dead_jobs(conn)
+        print(f"{len(revived)} dead media job(s) queued again", flush=True)
+        if not args.wait or not revived:
+            return ExitCode.OK
+        states = follow_jobs(conn, revived)
+    print(", ".join(f"{state} {count}" for state, count in sorted(states.items())))
+    return ExitCode.OK if not states.get("dead") else ExitCode.VERIFY_MISMATCH
+
+
+def follow_jobs(conn: psycopg.Connection, job_ids: list[int], interval: float = 1.0) -> dict[str, int]:
+    """Wait (with a progress bar) until none of the jobs is pending; their final states."""
+    from mxarchiverd.archive.audit import job_states
+    from mxarchiverd.progress import progress
+
+    with progress("media-retry", total=len(job_ids), unit="file") as bar:
+        while True:
+            states = job_states(conn, job_ids)
+            finished = len(job_ids) - states.get("pending", 0)
+            bar.update(finished - bar.done)
+            if not states.get("pending"):
+                return states
+            time.sleep(interval)

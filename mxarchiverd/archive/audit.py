@@ -210,3 +210,11 @@ def latest_verify_run(conn: psycopg.Connection) -> VerifyRun | None:
 def quarantined_count(conn: psycopg.Connection) -> int:
     row = conn.execute("SELECT count(*) FROM quarantined_events").fetchone()
     return int(row[0]) if row else 0
+
+
+JOB_STATES_SQL = "SELECT state, count(*) FROM media_jobs WHERE id = ANY(%(ids)s) GROUP BY state"
+
+
+def job_states(conn: psycopg.Connection, job_ids: list[int]) -> dict[str, int]:
+    """state -> how many of these jobs are in it (media-retry --wait follows them)."""
+    return dict(conn.execute(JOB_STATES_SQL, {"ids": job_ids}).fetchall())

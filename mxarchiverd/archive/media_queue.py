@@ -224,7 +224,12 @@ def _deleted_since_claim(conn: psycopg.Connection, job: Job) -> bool:
 
 def retry_dead(conn: psycopg.Connection) -> int:
     """Queue every dead-lettered job again; how many."""
-    return len(conn.execute(RETRY_DEAD_SQL).fetchall())
+    return len(retry_dead_jobs(conn))
+
+
+def retry_dead_jobs(conn: psycopg.Connection) -> list[int]:
+    """Queue every dead-lettered job again; their ids."""
+    return [row[0] for row in conn.execute(RETRY_DEAD_SQL).fetchall()]
 
 
 def job_counts(conn: psycopg.Connection) -> dict[str, int]:
