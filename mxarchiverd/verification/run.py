@@ -17,6 +17,7 @@ import psycopg
 from mxarchiverd.archive import audit
 from mxarchiverd.archive.connection import open_archive
 from mxarchiverd.archive.cursors import load_stream_cursors
+from mxarchiverd.archive.migrations import check_current
 from mxarchiverd.archive.reports import bot_coverage
 from mxarchiverd.archive.rooms import RoomEntry, load_registry
 from mxarchiverd.config import Config
@@ -36,6 +37,7 @@ class UnknownRoom(ValueError):
 
 def run_verify(config: Config, scope: Scope, *, repair: bool = False) -> Outcome:
     with open_archive(config, purpose="verify", autocommit=True) as archive:
+        check_current(archive)  # SchemaMismatch (exit 65) rather than a missing table
         if config.source.mode == "matrix_sync":
             outcome = _verify_bot(config, archive, scope)
         else:
