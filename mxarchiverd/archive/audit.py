@@ -10,7 +10,7 @@ through the normal pipeline (archive/batches.write_batch).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import psycopg
@@ -18,7 +18,7 @@ import psycopg
 from mxarchiverd.archive.rooms import RoomEntry
 
 ROOM_ROWS_SQL = """
-SELECT event_id, redacted IS TRUE FROM archived_messages
+SELECT event_id, redacted IS TRUE, redaction_event_id FROM archived_messages
  WHERE room_id = %(room_id)s AND (%(since)s::bigint IS NULL OR timestamp >= %(since)s)
 """
 CONTENT_SQL = """
@@ -41,9 +41,15 @@ class ArchivedContent:
     event_type: str | None
 
 
-def room_rows(conn: psycopg.Connection, room_id: str, since_ms: int | None) -> dict[str, bool]:
-    """event id -> redacted, for every archived row of the room (sent since `since_ms`)."""
-    return dict(conn.execute(ROOM_ROWS_SQL, {"room_id": room_id, "since": since_ms}).fetchall())
+class ArchivedRow(NamedTuple):
+    redacted: bool
+    redaction_event_id: str | None = None  # the redaction the archive applied
+
+
+def room_rows(conn: psycopg.Connection, room_id: str, since_ms: int | None) -> dict[str, ArchivedRow]:
+    """Every archived row of the room (sent since `since_ms`) and its redaction."""
+    rows = conn.execute(ROOM_ROWS_SQL, {"room_id": room_id, "since": since_ms}).fetchall()
+    return {event_id: ArchivedRow(redacted, by) for event_id, redacted, by in rows}
 
 
 def contents(conn: psycopg.Connection, room_id: str, event_ids: list[str],
@@ -218,3 +224,19 @@ JOB_STATES_SQL = "SELECT state, count(*) FROM media_jobs WHERE id = ANY(%(ids)s)
 def job_states(conn: psycopg.Connection, job_ids: list[int]) -> dict[str, int]:
     """state -> how many of these jobs are in it (media-retry --wait follows them)."""
     return dict(conn.execute(JOB_STATES_SQL, {"ids": job_ids}).fetchall())
+
+
+# An original whose every edit is gone (redacted, or none was valid) shows what it was
+# sent with; write_batch leaves such rows alone when they carry no edited_at.
+RESTORE_ORIGINAL_SQL = """
+UPDATE archived_messages
+   SET content = COALESCE(event -> 'content', original_content, content), edited_at = NULL, updated_at = NOW()
+ WHERE event_id = ANY(%(ids)s) AND event_type = 'm.room.message'
+RETURNING event_id
+"""
+
+
+def restore_original_contents(conn: psycopg.Connection, event_ids: list[str]) -> list[str]:
+    if not event_ids:
+        return []
+    return [row[0] for row in conn.execute(RESTORE_ORIGINAL_SQL, {"ids": event_ids}).fetchall()]

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from mxarchiverd.archive.audit import ArchivedContent
+from mxarchiverd.archive.audit import ArchivedContent, ArchivedRow
 from mxarchiverd.sources.synapse_db.audit import SourceRoom
 from mxarchiverd.verification.problems import Problem, RoomReport, sort_key
 
 
-def compare_room(room_id: str, source: SourceRoom, archived: dict[str, bool],
+def compare_room(room_id: str, source: SourceRoom, archived: dict[str, ArchivedRow],
                  contents: dict[str, ArchivedContent], *, purge: bool) -> RoomReport:
-    """`archived`: event id -> redacted for the room's archived rows (same scope as `source`)."""
+    """`archived`: the room's archived rows (same scope as `source`)."""
     expected, stored = set(source.visible), set(archived)
     missing = tuple(sorted(expected - stored))
     problems = [Problem("missing", room_id, event_id) for event_id in missing]
@@ -25,21 +25,27 @@ def compare_room(room_id: str, source: SourceRoom, archived: dict[str, bool],
                       problems=tuple(sorted(problems, key=sort_key)))
 
 
-def _redactions(room_id: str, source: SourceRoom, archived: dict[str, bool]) -> list[Problem]:
+def _redactions(room_id: str, source: SourceRoom, archived: dict[str, ArchivedRow]) -> list[Problem]:
     found = []
     for target, redaction in source.redacted.items():
-        if target in source.visible and archived.get(target) is False and redaction in archived:
+        row = archived.get(target)
+        if target in source.visible and row is not None and not row.redacted and redaction in archived:
             found.append(Problem("redaction_not_applied", room_id, target, f"redacted by {redaction}", redaction))
-    for event_id, redacted in archived.items():
-        if redacted and event_id in source.visible and event_id not in source.redacted:
-            found.append(Problem("redaction_not_in_source", room_id, event_id, "Synapse applies no redaction to it"))
+    for event_id, row in archived.items():
+        # A redaction whose own event Synapse no longer has (retention) is history the
+        # archive keeps, not a difference; one Synapse has and does not apply is.
+        founded_on = row.redaction_event_id
+        unfounded = founded_on is None or founded_on in source.visible
+        if row.redacted and unfounded and event_id in source.visible and event_id not in source.redacted:
+            found.append(Problem("redaction_not_in_source", room_id, event_id, "Synapse applies no redaction to it",
+                                 founded_on))
     return found
 
 
 def _edits(room_id: str, source: SourceRoom, stored: set[str], contents: dict[str, ArchivedContent],
            purge: bool) -> list[Problem]:
     found = []
-    for event_id in sorted(set(source.latest_edit) | {e for e, c in contents.items() if c.edited}):
+    for event_id in sorted(set(source.latest_edit) | source.edited | {e for e, c in contents.items() if c.edited}):
         row = contents.get(event_id)
         edit = source.latest_edit.get(event_id)
         if row is None or event_id not in source.visible or not _edit_applies(row, purge):

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 
 import psycopg
 
-from mxarchiverd.archive.audit import clear_redactions, requeue_media_jobs
+from mxarchiverd.archive.audit import clear_redactions, requeue_media_jobs, restore_original_contents
 from mxarchiverd.archive.batches import write_batch
 from mxarchiverd.config import Config
 from mxarchiverd.pipeline.cursors import RepairCursor
@@ -34,7 +34,10 @@ log = logging.getLogger(__name__)
 REREAD: dict[str, tuple[bool, bool]] = {
     "missing": (True, False),
     "redaction_not_applied": (True, True),
-    "redaction_not_in_source": (True, False),
+    # Not re-read: the batch would apply the archived redaction again. Only the mark goes.
+    "redaction_not_in_source": (False, False),
+    # With a latest edit: re-read both and the batch applies it; with none left, the
+    # original content is restored instead (repair() does that).
     "edit_differs": (True, True),
     "media_no_job": (True, False),
 }
@@ -78,6 +81,10 @@ def repair(config: Config, archive: psycopg.Connection, problems: Sequence[Probl
                                              if p.kind == "redaction_not_in_source" and p.event_id])
         if cleared:
             done["redaction marks cleared"] = len(cleared)
+        restored = restore_original_contents(archive, [p.event_id for p in problems if p.kind == "edit_differs"
+                                                       and p.event_id and p.related_event_id is None])
+        if restored:
+            done["original contents restored"] = len(restored)
         ids = events_to_reread(problems)
         if ids:
             done["events re-archived"] = rearchive(config, archive, ids)

@@ -76,7 +76,8 @@ def _verify_db(config: Config, archive: psycopg.Connection, scope: Scope) -> Out
                 room: RoomEntry = done[room_id]
                 seen = source_room(source, room, covered, scope.since_ms)
                 stored = audit.room_rows(archive, room_id, scope.since_ms)
-                contents = audit.contents(archive, room_id, list(seen.latest_edit), scope.since_ms)
+                contents = audit.contents(archive, room_id, sorted(set(seen.latest_edit) | seen.edited),
+                                          scope.since_ms)
                 reports.append(compare_room(room_id, seen, stored, contents, purge=purge))
                 bar.update()
         media = None

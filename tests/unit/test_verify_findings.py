@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from mxarchiverd.archive.audit import ArchivedContent, MediaJobFact, MediaRow
+from mxarchiverd.archive.audit import ArchivedContent, ArchivedRow, MediaJobFact, MediaRow
 from mxarchiverd.config.values import listen_address, split_listen
 from mxarchiverd.exitcodes import ExitCode
 from mxarchiverd.sources.synapse_db.audit import Edit, SourceRoom, applied_redactions, latest_edits
@@ -22,13 +22,19 @@ def content(event_id: str, shown: object, original: object, edited: bool = True)
     return ArchivedContent(event_id, shown, original, False, edited, "m.room.message")
 
 
+def rows(redacted: dict[str, str | None], *plain: str) -> dict[str, ArchivedRow]:
+    """Archived rows: the redacted ones with the redaction the archive applied, and plain ones."""
+    found = {event_id: ArchivedRow(True, by) for event_id, by in redacted.items()}
+    return {**found, **{event_id: ArchivedRow(False) for event_id in plain}}
+
+
 def kinds(problems: tuple[Problem, ...]) -> set[tuple[str, str | None]]:
     return {(p.kind, p.event_id) for p in problems}
 
 
 def test_a_clean_room_has_no_problem() -> None:
     source = SourceRoom({"$a": 1, "$b": 2, "$red": 3}, {"$b": "$red"}, {"$a": Edit("$edit", 5, TEXT)})
-    archived = {"$a": False, "$b": True, "$red": False, "$edit": False}
+    archived = rows({"$b": "$red"}, "$a", "$red", "$edit")
     report = compare_room(ROOM, source, archived, {"$a": content("$a", TEXT, {"body": "first"})}, purge=False)
     assert report.complete and report.problems == ()
 
@@ -36,7 +42,7 @@ def test_a_clean_room_has_no_problem() -> None:
 def test_each_kind_of_difference_is_found_once() -> None:
     source = SourceRoom({"$a": 1, "$b": 2, "$c": 3, "$lost": 4, "$red": 5, "$edit": 6},
                         {"$b": "$red"}, {"$a": Edit("$edit", 6, TEXT)})
-    archived = {"$a": False, "$b": False, "$c": True, "$red": False, "$edit": False, "$purged": False}
+    archived = rows({"$c": None}, "$a", "$b", "$red", "$edit", "$purged")
     contents = {"$a": content("$a", {"body": "tampered"}, {"body": "first"})}
     report = compare_room(ROOM, source, archived, contents, purge=False)
     assert kinds(report.problems) == {("missing", "$lost"), ("redaction_not_applied", "$b"),
@@ -49,15 +55,21 @@ def test_each_kind_of_difference_is_found_once() -> None:
 
 def test_an_edit_whose_event_is_missing_is_reported_as_missing_only() -> None:
     source = SourceRoom({"$a": 1, "$edit": 2}, {}, {"$a": Edit("$edit", 2, TEXT)})
-    report = compare_room(ROOM, source, {"$a": False}, {"$a": content("$a", {"body": "first"}, {"body": "first"}, False)},
+    report = compare_room(ROOM, source, rows({}, "$a"), {"$a": content("$a", {"body": "first"}, {"body": "first"}, False)},
                           purge=False)
     assert kinds(report.problems) == {("missing", "$edit")}
 
 
 def test_with_every_edit_gone_the_original_content_is_expected_back() -> None:
     source = SourceRoom({"$a": 1}, {}, {})
-    report = compare_room(ROOM, source, {"$a": False}, {"$a": content("$a", TEXT, {"body": "first"})}, purge=False)
+    report = compare_room(ROOM, source, rows({}, "$a"), {"$a": content("$a", TEXT, {"body": "first"})}, purge=False)
     assert kinds(report.problems) == {("edit_differs", "$a")}
+
+
+def test_a_redaction_synapse_no_longer_has_is_kept_history_not_a_difference() -> None:
+    source = SourceRoom({"$a": 1, "$b": 2, "$r2": 3}, {}, {})
+    report = compare_room(ROOM, source, rows({"$a": "$purged_redaction", "$b": "$r2"}, "$r2"), {}, purge=False)
+    assert kinds(report.problems) == {("redaction_not_in_source", "$b")}
 
 
 def test_a_reply_keeps_its_relation_through_an_edit() -> None:

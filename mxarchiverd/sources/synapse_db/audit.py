@@ -67,6 +67,9 @@ class SourceRoom:
     redacted: dict[str, str] = field(default_factory=dict)
     # original event id -> its latest valid edit
     latest_edit: dict[str, Edit] = field(default_factory=dict)
+    # originals of the room with any m.replace relation at all (valid, redacted or not):
+    # their content is checked even when no valid edit is left
+    edited: frozenset[str] = frozenset()
 
 
 def _params(room: RoomEntry, covered: CoveredRange) -> dict[str, Any]:
@@ -81,8 +84,9 @@ def source_room(source: psycopg.Connection, room: RoomEntry, covered: CoveredRan
     visible = {event_id: ts for event_id, ts, metadata in source.execute(VISIBLE_SQL, params).fetchall()
                if not is_soft_failed(metadata) and (since_ms is None or (ts or 0) >= since_ms)}
     redacted = applied_redactions(source.execute(REDACTIONS_SQL, params).fetchall(), room.room_id)
-    edits = latest_edits(source.execute(EDITS_SQL, params).fetchall(), room.room_id, set(redacted))
-    return SourceRoom(visible, redacted, edits)
+    edit_rows = source.execute(EDITS_SQL, params).fetchall()
+    edits = latest_edits(edit_rows, room.room_id, set(redacted))
+    return SourceRoom(visible, redacted, edits, frozenset(row[0] for row in edit_rows if row[9] == room.room_id))
 
 
 def _domain(user_id: str | None) -> str:
