@@ -12,8 +12,11 @@ finish (a bar with rate and ETA), also while the daemon is stopped; and the two
 never conflict, because rows are keyed by event id and the cursor only grows.
 
 Bot mode cannot read a room from here: the bot's device and crypto store belong
-to the daemon. The room gets a history pagination job, which the daemon's poller
-starts on its next start.
+to the daemon (one device for life, its store locked by the running poller). So
+the room gets a history pagination job (room_pagination, paging /messages from
+the live end back to m.room.create), which the daemon's poller loads and pages
+at its next start; each page commits its resume token with its rows, as every
+bot-mode job does, so it is resumable too.
 """
 from __future__ import annotations
 
@@ -43,6 +46,16 @@ class BackfillResult:
     read: int          # events read from Synapse
     inserted: int      # of those, new to the archive
     resumed: bool      # a read already under way was continued
+
+
+def queue_bot_history(config: Config, room_id: str) -> tuple[str, bool]:
+    """Bot mode: (the room's pending history job, whether it was queued now)."""
+    import uuid
+
+    with open_archive(config, purpose="backfill", autocommit=True) as archive:
+        if audit.room_entry(archive, room_id) is None:
+            raise NotMonitored(f"--room {room_id}: not a monitored room (config rooms, or seen by the bot)")
+        return audit.queue_history_job(archive, room_id, f"backfill-{uuid.uuid4().hex}")
 
 
 def backfill_room(config: Config, room_id: str) -> BackfillResult:

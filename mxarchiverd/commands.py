@@ -74,12 +74,15 @@ def cmd_verify(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_backfill(config: Config, args: argparse.Namespace) -> int:
-    from mxarchiverd.backfill import NotMonitored, backfill_room
+    from mxarchiverd.backfill import NotMonitored, backfill_room, queue_bot_history
 
-    if config.source.mode == "matrix_sync":
-        print("mxarchiverd backfill: bot mode pages history itself; see the README (Bot mode)", file=sys.stderr)
-        return ExitCode.USAGE
     try:
+        if config.source.mode == "matrix_sync":
+            job, queued = queue_bot_history(config, args.room)
+            print(f"{args.room}: history pagination job {job} {'queued' if queued else 'already pending'};"
+                  " the daemon's poller pages it back to the room's creation at its next start"
+                  " (systemctl restart mxarchiverd)")
+            return ExitCode.OK
         result = backfill_room(config, args.room)
     except NotMonitored as exc:
         print(f"mxarchiverd backfill: {exc}", file=sys.stderr)

@@ -240,3 +240,28 @@ def restore_original_contents(conn: psycopg.Connection, event_ids: list[str]) ->
     if not event_ids:
         return []
     return [row[0] for row in conn.execute(RESTORE_ORIGINAL_SQL, {"ids": event_ids}).fetchall()]
+
+
+# Bot mode: a history job from the live end (no from token) back to m.room.create,
+# unless the room has one pending already (then that one is the answer).
+QUEUE_HISTORY_SQL = """
+INSERT INTO room_pagination (id, room_id, kind, from_token, resume_token)
+SELECT %(id)s, %(room_id)s, 'history', NULL, NULL
+ WHERE NOT EXISTS (SELECT 1 FROM room_pagination
+                    WHERE room_id = %(room_id)s AND kind = 'history' AND state = 'pending')
+RETURNING id
+"""
+PENDING_HISTORY_SQL = """
+SELECT id FROM room_pagination WHERE room_id = %(room_id)s AND kind = 'history' AND state = 'pending'
+ ORDER BY created_at LIMIT 1
+"""
+
+
+def queue_history_job(conn: psycopg.Connection, room_id: str, job_id: str) -> tuple[str, bool]:
+    """(the room's pending history job, whether it was queued now)."""
+    made = conn.execute(QUEUE_HISTORY_SQL, {"id": job_id, "room_id": room_id}).fetchone()
+    if made:
+        return str(made[0]), True
+    row = conn.execute(PENDING_HISTORY_SQL, {"room_id": room_id}).fetchone()
+    assert row is not None
+    return str(row[0]), False

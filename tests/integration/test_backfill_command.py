@@ -113,3 +113,34 @@ def test_an_unknown_room_is_refused_by_name(archived_room: list[str], tmp_path: 
     argv = cli(tmp_path)[:-1] + ["!nosuch:synth.test"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "!nosuch:synth.test: not a monitored room" in done.stderr
+
+
+def test_in_bot_mode_backfill_queues_a_history_job_the_poller_pages(synapse: object, fresh_db: str,
+                                                                   tmp_path: Path) -> None:
+    from tests.support.nio_driver import register_bot, unique
+    from tests.support.pipeline import bot_pipeline, write_bot_config
+    from tests.support.synapse import SynapseServer
+
+    assert isinstance(synapse, SynapseServer)
+    alice = synapse.register(unique("alice_bf"))
+    bot_id, bot_password = register_bot(synapse, unique("archiver_bf"))
+    room = alice.create_room(name="bot backfill", invite=[bot_id])
+    sent = [alice.send_text(room, f"line {i}") for i in range(8)]
+    config = write_bot_config(tmp_path, synapse.base_url, bot_id, bot_password, fresh_db,
+                              f"rooms:\n  - room_id: '{room}'\n")
+    with bot_pipeline(config) as p:
+        p.run_until_caught_up()
+    assert set(sent) <= set(archived(fresh_db, room))
+    lose(fresh_db, sent[2:5])
+    argv = [sys.executable, "-m", "mxarchiverd", "--config", str(tmp_path / "mxarchiver-bot.yaml"), "backfill",
+            "--room", room]
+    first = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0 and "queued" in first.stdout, first.stderr
+    assert again.returncode == 0 and "already pending" in again.stdout
+    with bot_pipeline(config) as p:  # the daemon's next start
+        p.run_until_caught_up()
+    assert set(sent) <= set(archived(fresh_db, room))
+    with psycopg.connect(fresh_db) as conn:
+        jobs = conn.execute("SELECT state, create_seen FROM room_pagination WHERE id LIKE 'backfill-%'").fetchall()
+    assert jobs == [("done", True)]
