@@ -32,6 +32,13 @@ def register(sub: argparse._SubParsersAction, add: Callable[..., argparse.Argume
     retry = add(sub, "media-retry", cmd_media_retry, "send dead-lettered media jobs back to the uploader")
     retry.add_argument("--wait", action="store_true",
                        help="follow the jobs until the uploader (the running daemon's) has finished them")
+    keys = add(sub, "keys", cmd_keys, "end-to-end encryption keys (import an Element key export)")
+    actions = keys.add_subparsers(dest="keys_action", required=True, metavar="ACTION")
+    importing = actions.add_parser("import", help="import a key export and decrypt every matching archived event")
+    importing.add_argument("file", help="an Element key export (\"-----BEGIN MEGOLM SESSION DATA-----\")")
+    importing.add_argument("--passphrase-file", help="a file holding the export's passphrase (default: ask)")
+    restoring = actions.add_parser("restore-backup", help="restore the bot's server-side key backup, then decrypt")
+    restoring.add_argument("--recovery-key-file", help="a file holding the bot user's recovery key (default: ask)")
 
 
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
@@ -119,3 +126,25 @@ def follow_jobs(conn: psycopg.Connection, job_ids: list[int], interval: float = 
             if not states.get("pending"):
                 return states
             time.sleep(interval)
+
+
+def cmd_keys(config: Config, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mxarchiverd import keys
+
+    try:
+        if args.keys_action == "restore-backup":
+            recovery_key = keys.read_secret_file(args.recovery_key_file, "--recovery-key-file")
+            report = keys.restore_backup(config, recovery_key, progress=sys.stderr.isatty())
+        else:
+            passphrase = keys.read_passphrase(args.passphrase_file)
+            report = keys.import_keys(config, Path(args.file), passphrase, progress=sys.stderr.isatty())
+    except keys.KeysCommandError as exc:
+        print(f"mxarchiverd keys {args.keys_action}: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    for skipped in report.skipped_entries:
+        print(f"skipped: {skipped}", file=sys.stderr)
+    print(f"{report.sessions_in_file} session(s) in the file, {report.sessions_imported} new to the store; "
+          f"{report.events_decrypted} archived event(s) decrypted, {report.events_still_encrypted} still encrypted")
+    return ExitCode.OK

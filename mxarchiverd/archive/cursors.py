@@ -14,7 +14,7 @@ import psycopg
 
 from mxarchiverd.archive.sync_state import store_page, store_sync
 from mxarchiverd.pipeline.cursors import (
-    Cursor, Direction, PageCursor, RepairCursor, RoomHistoryCursor, StreamCursor, SyncCursor,
+    Cursor, DecryptionCursor, Direction, PageCursor, RepairCursor, RoomHistoryCursor, StreamCursor, SyncCursor,
 )
 
 LOAD_STREAMS_SQL = "SELECT stream, position FROM archive_cursors"
@@ -58,6 +58,8 @@ _STORE: dict[type, Callable[[psycopg.Connection, Cursor], None]] = {
     RoomHistoryCursor: _store_room_history,  # type: ignore[dict-item]
     SyncCursor: store_sync,  # type: ignore[dict-item]
     PageCursor: store_page,  # type: ignore[dict-item]
+    # Nothing to move: the decrypted rows are the whole of it.
+    DecryptionCursor: lambda conn, cursor: None,
     RepairCursor: _store_nothing,  # type: ignore[dict-item]
 }
 

@@ -29,8 +29,9 @@ class DbWriter(TransformStage):
         assert isinstance(message, RowBatch)
         started = time.monotonic()
         result = write_batch(self.conn, message, purge=self.config.processing.redaction_policy == "purge")
-        metrics.batch_stored([row["event_type"] for row in message.rows], result.inserted,
-                             time.monotonic() - started, max((row["timestamp"] for row in message.rows), default=None))
+        metrics.batch_stored([row.get("event_type") or "unknown" for row in message.rows], result.inserted,
+                             time.monotonic() - started,
+                             max((row.get("timestamp") or 0 for row in message.rows), default=None))
         self.archived += result.inserted
         self.batches += 1
         self.upkeep.after_batch(result.inserted)
