@@ -19,8 +19,10 @@ from mxarchiverd.config.reference import keys_without_effect
 from mxarchiverd.config.render import render_yaml
 from mxarchiverd.db import DatabaseMisconfigured, DatabaseUnavailable
 from mxarchiverd.exitcodes import ExitCode
+from mxarchiverd.logs import configure as configure_logs
 from mxarchiverd.media.store_check import KEY as MEDIA_STORE_KEY
 from mxarchiverd.media.store_check import Verdict, check_media_store
+from mxarchiverd.redaction import secret_values
 from mxarchiverd.archive.migrations import SchemaMismatch, migrate
 from mxarchiverd.archive.privileges import ArchivePrivilegeError
 
@@ -35,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
         return ExitCode.CONFIG
-    logging.getLogger().setLevel(config.logging.level)
+    configure_logs(None, config.logging.level, config.logging.format, secret_values(config))
     command: Callable[[Config, argparse.Namespace], int] = args.command
     try:
         return command(config, args)

@@ -18,8 +18,12 @@ class ExitCode(enum.IntEnum):
     # The supervisor restarted children too often in too short a time and gave up,
     # so that systemd restarts the whole unit after RestartSec=.
     RESTART_LIMIT = 3
-    # verify found differences between the source and the archive.
+    # verify found differences between the source and the archive (with --repair:
+    # some that repair cannot fix).
     VERIFY_MISMATCH = 4
+    # verify found nothing left to fix, but the archive is not settled yet: --repair
+    # queued what it found, or media jobs are still uploading. Run verify again later.
+    VERIFY_UNSETTLED = 5
     # The archive schema is newer than this code, or not migrated yet.
     SCHEMA_MISMATCH = 65
     # A database needed at start stayed unreachable past the start-up grace period.

@@ -93,7 +93,8 @@ def _upsert_rooms(conn: psycopg.Connection, rooms: list[RoomSummary]) -> None:
 def _quarantine(conn: psycopg.Connection, rows: list[ArchiveRow]) -> None:
     bad = [row for row in rows if row.get("archive_problem")]
     for row in bad:
-        log.warning("event %s in %s stored with a problem: %s", row["event_id"], row["room_id"], row["archive_problem"])
+        log.warning("event %s in %s stored with a problem: %s", row["event_id"], row["room_id"], row["archive_problem"],
+                    extra={"room_id": row["room_id"], "event_id": row["event_id"]})
     held = [_quarantine_entry(row) for row in bad if row["archive_problem"].startswith(QUARANTINE_PREFIXES)]
     if held:
         conn.execute(sql.QUARANTINE, (_json(held),))

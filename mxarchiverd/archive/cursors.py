@@ -14,7 +14,7 @@ import psycopg
 
 from mxarchiverd.archive.sync_state import store_page, store_sync
 from mxarchiverd.pipeline.cursors import (
-    Cursor, DecryptionCursor, Direction, PageCursor, RoomHistoryCursor, StreamCursor, SyncCursor,
+    Cursor, DecryptionCursor, Direction, PageCursor, RepairCursor, RoomHistoryCursor, StreamCursor, SyncCursor,
 )
 
 LOAD_STREAMS_SQL = "SELECT stream, position FROM archive_cursors"
@@ -49,6 +49,10 @@ def _store_room_history(conn: psycopg.Connection, cursor: RoomHistoryCursor) -> 
                                             "done": cursor.done})
 
 
+def _store_nothing(conn: psycopg.Connection, cursor: RepairCursor) -> None:
+    """Events re-read by id cover no stretch of any stream."""
+
+
 _STORE: dict[type, Callable[[psycopg.Connection, Cursor], None]] = {
     StreamCursor: _store_stream,  # type: ignore[dict-item]
     RoomHistoryCursor: _store_room_history,  # type: ignore[dict-item]
@@ -56,6 +60,7 @@ _STORE: dict[type, Callable[[psycopg.Connection, Cursor], None]] = {
     PageCursor: store_page,  # type: ignore[dict-item]
     # Nothing to move: the decrypted rows are the whole of it.
     DecryptionCursor: lambda conn, cursor: None,
+    RepairCursor: _store_nothing,  # type: ignore[dict-item]
 }
 
 

@@ -30,7 +30,8 @@ UPDATE media_jobs j SET next_attempt_at = NOW() + make_interval(secs => %(lease)
  WHERE j.id IN (SELECT id FROM media_jobs WHERE state IN ('pending', 'purge') AND next_attempt_at <= NOW()
                  ORDER BY next_attempt_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
 RETURNING j.id, j.event_id, j.media_kind, j.matrix_url, j.encrypted_file, j.media_type,
-          j.original_filename, j.mime_type, j.declared_size, j.state, j.attempts, NOW()
+          j.original_filename, j.mime_type, j.declared_size, j.state, j.attempts, NOW(),
+          (SELECT m.room_id FROM archived_messages m WHERE m.event_id = j.event_id)
 """
 EXTEND_LEASES_SQL = """
 UPDATE media_jobs SET next_attempt_at = NOW() + make_interval(secs => %(lease)s)
@@ -223,7 +224,12 @@ def _deleted_since_claim(conn: psycopg.Connection, job: Job) -> bool:
 
 def retry_dead(conn: psycopg.Connection) -> int:
     """Queue every dead-lettered job again; how many."""
-    return len(conn.execute(RETRY_DEAD_SQL).fetchall())
+    return len(retry_dead_jobs(conn))
+
+
+def retry_dead_jobs(conn: psycopg.Connection) -> list[int]:
+    """Queue every dead-lettered job again; their ids."""
+    return [row[0] for row in conn.execute(RETRY_DEAD_SQL).fetchall()]
 
 
 def job_counts(conn: psycopg.Connection) -> dict[str, int]:

@@ -20,8 +20,8 @@ from mxarchiverd.config.settings import (
 )
 from mxarchiverd.config.units import MimePattern, parse_duration, parse_size
 from mxarchiverd.config.values import (
-    absolute_path, as_bool, as_int, as_str, bucket_name, http_url, log_level, milliseconds_duration, one_of,
-    positive_duration, room_id,
+    absolute_path, as_bool, as_int, as_str, bucket_name, http_url, listen_address, log_level,
+    milliseconds_duration, one_of, positive_duration, room_id,
 )
 
 __all__ = ["Secret"]  # re-exported: config users import it from here or from the package
@@ -204,9 +204,22 @@ class ArchiveConfig:
                                  idle="the directory of the file storage backend")
 
 
+LogFormat = Literal["text", "json"]
+
+
 @dataclass(frozen=True)
 class LoggingConfig:
     level: str = setting("INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL", HOT, parse=log_level)
+    format: LogFormat = setting(
+        "text", "text: one line per record (tracebacks folded in); json: one JSON object per line", REFUSE,
+        parse=one_of("text", "json"))
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen: str | None = setting(
+        None, "serve Prometheus metrics on this port or host:port (a bare port: 127.0.0.1 only); off when unset",
+        REFUSE, parse=listen_address, shown_default="off")
 
 
 StartMethod = Literal["spawn", "forkserver"]
@@ -262,6 +275,7 @@ class Config:
     source: SourceConfig = section(SourceConfig, "where events come from")
     archive: ArchiveConfig = section(ArchiveConfig, "where they are stored")
     logging: LoggingConfig = section(LoggingConfig, "logs")
+    metrics: MetricsConfig = section(MetricsConfig, "the Prometheus endpoint")
     daemon: DaemonConfig = section(DaemonConfig, "supervision")
     # Where the config came from, for messages and for SIGHUP re-reads; not a setting.
     path: Path | None = None

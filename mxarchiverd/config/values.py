@@ -110,3 +110,22 @@ def positive_duration(value: Any) -> float:
 def milliseconds_duration(value: Any) -> float:
     """Seed 000 writes sync_timeout in milliseconds (30000), as /sync does."""
     return parse_duration(value, bare_unit="ms")
+
+
+_LISTEN = re.compile(r"^(?:(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+):)?(?P<port>\d{1,5})$")
+
+
+def listen_address(value: Any) -> str:
+    """host:port to listen on; a bare port listens on 127.0.0.1 only (metrics are not for the world)."""
+    text = str(value).strip()
+    match = _LISTEN.match(text)
+    port = int(match["port"]) if match else 0
+    if not match or not 1 <= port <= 65535:
+        raise ValueError(f'expected a port or host:port such as "9464" or "127.0.0.1:9464", got {value!r}')
+    return f"{match['host'] or '127.0.0.1'}:{port}"
+
+
+def split_listen(address: str) -> tuple[str, int]:
+    """("::1", 9464) from "[::1]:9464"."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)

@@ -30,6 +30,7 @@ class Job:
     state: str
     attempts: int
     claimed_at: datetime | None = None  # the archive database's clock at the claim
+    room_id: str | None = None  # the message's room, for the log of a failure
 
     @property
     def object_path(self) -> str:

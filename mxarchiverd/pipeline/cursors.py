@@ -187,12 +187,21 @@ class DecryptionCursor:
     sessions: tuple[str, ...] = ()   # the Megolm session ids the keys were for
 
 
-Cursor = StreamCursor | RoomHistoryCursor | SyncCursor | PageCursor | DecryptionCursor
+@dataclass(frozen=True)
+class RepairCursor:
+    """A batch that re-archives events named by `verify --repair`: it moves no cursor
+    (the events were read by id, not by a position on any stream)."""
+
+    reason: str = "verify --repair"
+
+
+Cursor = StreamCursor | RoomHistoryCursor | SyncCursor | PageCursor | DecryptionCursor | RepairCursor
 
 # The wire name of each cursor type, for the queue envelopes.
 _WIRE_TYPES: dict[str, type[Any]] = {
     "stream": StreamCursor, "room_history": RoomHistoryCursor, "sync": SyncCursor, "page": PageCursor,
     "decryption": DecryptionCursor,
+    "repair": RepairCursor,
 }
 _WIRE_NAMES: dict[type[Any], str] = {kind: name for name, kind in _WIRE_TYPES.items()}
 # Fields that hold records, and the record type of each (a tuple of them, or one or None).

@@ -5,20 +5,16 @@ texts pass through redact() first, because a config error may quote a value.
 """
 from __future__ import annotations
 
-import dataclasses
-import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from mxarchiverd.config import ConfigError, Secret
+from mxarchiverd.config import ConfigError
+# Re-exported: the masking rules live in redaction.py, shared with the log formatters.
+from mxarchiverd.redaction import redact
+from mxarchiverd.redaction import secret_values as secret_values
 
 # Long enough for a reload error with its key path; systemctl shows one line anyway.
 MAX_LENGTH = 300
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@", re.I)
-# libpq's key=value DSNs ("host=db password=..."); "key: value" is left alone,
-# because problem texts read "matrix.password: expected a string".
-_KEY_VALUE_SECRET = re.compile(r"(?P<head>\b(?:password|passwd|secret|token|key)\s*=\s*)('[^']*'|\S+)", re.I)
 
 
 @dataclass(frozen=True)
@@ -84,23 +80,3 @@ def describe_config_error(error: ConfigError, secrets: Iterable[str]) -> str:
     more = len(error.problems) - 1
     suffix = f" (+{more} more, see the log)" if more else ""
     return redact(f"{path}: {message}{suffix}", secrets)
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """Mask known secret values, URL passwords and key=value credentials."""
-    for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    text = _URL_PASSWORD.sub(r"\g<head>***@", text)
-    return _KEY_VALUE_SECRET.sub(r"\g<head>***", text)
-
-
-def secret_values(value: Any) -> Iterator[str]:
-    """Every Secret's value inside a Config (or any dataclass tree)."""
-    if isinstance(value, Secret):
-        yield value.value
-    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        for field in dataclasses.fields(value):
-            yield from secret_values(getattr(value, field.name))
-    elif isinstance(value, tuple):
-        for item in value:
-            yield from secret_values(item)

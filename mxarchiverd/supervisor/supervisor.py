@@ -30,6 +30,8 @@ import setproctitle
 
 from mxarchiverd.config import Config, ConfigError, load_config
 from mxarchiverd.exitcodes import ExitCode
+from mxarchiverd.metrics import directory as metrics_directory
+from mxarchiverd.metrics import instruments as metrics
 from mxarchiverd.pipeline.channels import (
     PipelineQueues, Reconfigure, StageChannels, Stop, control_pipe, send_control,
 )
@@ -42,7 +44,7 @@ from mxarchiverd.supervisor.signals import WakeupPipe
 from mxarchiverd.supervisor.status import (
     StatusView, aggregate, describe_config_error, redact, render_status, secret_values,
 )
-from mxarchiverd.workers import PIPELINE
+from mxarchiverd.workers import METRICS_STAGE, PIPELINE
 from mxarchiverd.workers.runner import run_child, stage_registry
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,10 @@ def run_supervisor(config: Config, *, stages: Mapping[str, str] | None = None) -
     # Before the first child or the fork server starts: they copy our environment.
     env = take_notify_env(os.environ, os.getpid())
     registry = dict(stages) if stages is not None else stage_registry(os.environ)
+    if config.metrics.listen is not None:
+        registry.setdefault(*METRICS_STAGE)
+    # Before the first child too: every process must find its metrics directory.
+    metrics_dir = metrics_directory.prepare(config)
     notifier, wakeup = Notifier(env.socket), WakeupPipe()
     wakeup.install()
     try:
@@ -74,6 +80,7 @@ def run_supervisor(config: Config, *, stages: Mapping[str, str] | None = None) -
     finally:
         wakeup.close()
         notifier.close()
+        metrics_directory.remove(metrics_dir)
 
 
 def _context(method: str) -> SpawnContext | ForkServerContext:
@@ -118,6 +125,7 @@ class Supervisor:
         self.status_sent: tuple[str, tuple[object, ...]] = ("", ())
         self.status_at = -math.inf
         self.failed_spawns: list[str] = []
+        self.spawned: set[str] = set()  # roles started at least once (a later spawn is a restart)
 
     def run(self) -> int:
         try:
@@ -142,6 +150,7 @@ class Supervisor:
         self._execute(self.fleet.tick(now, self.board.pulses()))
         self._push_config()
         self._announce(now)
+        self._measure_queues()
 
     def _timeout(self, now: float) -> float:
         policy = self.fleet.policy
@@ -256,7 +265,10 @@ class Supervisor:
                 self._execute(self.fleet.exited(role, code, now))
 
     def _forget(self, role: str) -> None:
-        self.procs.pop(role).close()
+        proc = self.procs.pop(role)
+        if proc.pid is not None:
+            metrics.process_gone(proc.pid)
+        proc.close()
         self.controls.pop(role).close()
 
     def _observe(self, now: float) -> None:
@@ -297,6 +309,22 @@ class Supervisor:
             reader.close()  # the child has its own copy now
         self.procs[role], self.controls[role], self.sent[role] = proc, writer, self.generation
         log.info("started %s (pid %s)", role, proc.pid)
+        if role in self.spawned:
+            metrics.stage_restarted(role)
+        self.spawned.add(role)
+
+    def _measure_queues(self) -> None:
+        """Batches waiting on each pipeline edge (qsize reads a semaphore; nothing is received)."""
+        if not metrics.enabled() or self.queues is None:
+            return
+        names = self.queues.pipeline
+        depths = {}
+        for (upstream, downstream), queue in zip(zip(names, names[1:]), self.queues.edges):
+            try:
+                depths[f"{upstream}->{downstream}"] = queue.qsize()
+            except (NotImplementedError, OSError):
+                return
+        metrics.queue_depths(depths)
 
     def _do_stop(self, role: str) -> None:
         if role in self.controls:

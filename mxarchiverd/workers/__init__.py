@@ -10,6 +10,9 @@ STAGES: dict[str, str] = {
     "uploader": "mxarchiverd.workers.uploader:Uploader",
 }
 
+# Started only when `metrics.listen` is set (supervisor.run_supervisor adds it).
+METRICS_STAGE = ("metrics", "mxarchiverd.workers.metrics:MetricsExporter")
+
 # The stages joined by queues: poller -> enricher -> dbwriter. A crash of any of
 # them rebuilds all three queues and restarts all three from the durable cursor.
 PIPELINE: tuple[str, ...] = ("poller", "enricher", "dbwriter")

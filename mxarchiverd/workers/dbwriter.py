@@ -6,6 +6,7 @@ import time
 from mxarchiverd.archive.batches import write_batch
 from mxarchiverd.archive.connection import open_archive
 from mxarchiverd.archive.upkeep import StatisticsUpkeep
+from mxarchiverd.metrics import instruments as metrics
 from mxarchiverd.pipeline.messages import RowBatch
 from mxarchiverd.workers.stage import Message, TransformStage, opened
 
@@ -26,7 +27,11 @@ class DbWriter(TransformStage):
 
     def handle(self, message: Message) -> list[Message]:
         assert isinstance(message, RowBatch)
+        started = time.monotonic()
         result = write_batch(self.conn, message, purge=self.config.processing.redaction_policy == "purge")
+        metrics.batch_stored([row.get("event_type") or "unknown" for row in message.rows], result.inserted,
+                             time.monotonic() - started,
+                             max((row.get("timestamp") or 0 for row in message.rows), default=None))
         self.archived += result.inserted
         self.batches += 1
         self.upkeep.after_batch(result.inserted)

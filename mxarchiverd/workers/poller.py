@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 from mxarchiverd.config import Config
+from mxarchiverd.metrics import instruments as metrics
 from mxarchiverd.sources import make_source
 from mxarchiverd.sources.base import Source
 from mxarchiverd.workers.stage import Message, SourceStage
@@ -32,6 +33,7 @@ class Poller(SourceStage):
     def produce(self) -> tuple[list[Message], float]:
         assert self.source is not None
         poll = self.source.poll()
+        metrics.source_lag(self.source.stats().get("lag", 0.0))
         if poll.wait is not None:
             return list(poll.batches), poll.wait
         return list(poll.batches), 0.0 if poll.busy else self.config.processing.poll_interval

@@ -29,11 +29,14 @@ import setproctitle
 
 from mxarchiverd.config import Config
 from mxarchiverd.exitcodes import ExitCode
+from mxarchiverd.logs import batch_context
+from mxarchiverd.logs import configure as configure_logs
 from mxarchiverd.pipeline.channels import (
     END_OF_STREAM, Reconfigure, StageChannels, Stop, decode, decode_control, encode, is_end,
 )
 from mxarchiverd.pipeline.heartbeat import HeartbeatSlot
 from mxarchiverd.pipeline.messages import from_wire, to_wire
+from mxarchiverd.redaction import secret_values
 from mxarchiverd.workers import PIPELINE, STAGES
 from mxarchiverd.workers.stage import Message, SourceStage, Stage, TransformStage
 
@@ -104,19 +107,16 @@ def run_child(role: str, stage_spec: str, config: Config, channels: StageChannel
     # shows where it was stuck.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     setproctitle.setproctitle(f"mxarchiverd: {role}")
-    _configure_logging(role, config.logging.level)
+    _configure_logging(role, config)
     stop = StopFlag()
     stop.install(interactive)
     runner = ChildRunner(role, stage_spec, config, channels, heartbeat, control, stop, generation)
     sys.exit(runner.run())
 
 
-def _configure_logging(role: str, level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"%(levelname)s mxarchiverd {role}[%(process)d] %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
+def _configure_logging(role: str, config: Config) -> None:
+    """One line per record (logging.format), every secret of the config masked (logs.py)."""
+    configure_logs(role, config.logging.level, config.logging.format, secret_values(config))
 
 
 def _boot_failure(role: str, exc: Exception) -> int:
@@ -217,7 +217,13 @@ class ChildRunner:
         if is_end(envelope):
             return self._end_stream()
         self.slot.set_holding(True)
-        outputs = self.stage.handle(from_wire(envelope))
+        message = from_wire(envelope)
+        try:
+            outputs = self.stage.handle(message)
+        except Exception:
+            what, extra = batch_context(message)
+            log.error("%s failed on %s", self.role, what, extra=extra)
+            raise
         self.slot.add_progress(1)
         self.slot.set_holding(False)
         return None if self._forward(outputs) else self._end_stream()

@@ -23,10 +23,12 @@ from mxarchiverd.config import Config
 from mxarchiverd.archive.connection import archive_pool
 from mxarchiverd.archive.media_queue import MediaQueue, Recorded, Upload
 from mxarchiverd.db import first_line, open_pool
+from mxarchiverd.logs import ids
 from mxarchiverd.media.errors import MediaRefused
 from mxarchiverd.media.fetch import FetchFailed
 from mxarchiverd.media.jobs import FailureKind, Job, plan_failure
 from mxarchiverd.media.transfer import Stored, transfer
+from mxarchiverd.metrics import instruments as metrics
 from mxarchiverd.sinks.storage import ObjectStore, StorageError, open_store
 from mxarchiverd.workers.stage import Message, SourceStage, opened
 
@@ -145,7 +147,8 @@ class Uploader(SourceStage):
         """A worker raised what _run does not expect: the job is due again after retry_delay
         (as any failure) instead of waiting out its lease; a database error, as any outage,
         uses up no attempt. If the archive cannot take even that, the lease is the fallback."""
-        log.error("media job %s failed unexpectedly: %s: %s", job.id, type(failure).__name__, failure)
+        log.error("media job %s of %s in %s failed unexpectedly: %s: %s", job.id, job.event_id, job.room_id,
+                  type(failure).__name__, failure, extra=ids(job.room_id, job.event_id))
         kind: FailureKind = "transient" if isinstance(failure, DATABASE_ERRORS) else "counted"
         try:
             self._fail(job, kind, f"unexpected {type(failure).__name__}: {failure}")
@@ -198,6 +201,7 @@ class Uploader(SourceStage):
                                      delete=self._delete_quietly)
         if recorded is Recorded.DONE:
             self.counts["uploaded"] += 1
+            metrics.media_stored(stored.size)
 
     def _delete_quietly(self, object_path: str) -> bool:
         try:
@@ -210,9 +214,11 @@ class Uploader(SourceStage):
     def _fail(self, job: Job, kind: FailureKind, reason: str) -> None:
         processing = self.config.processing
         plan = plan_failure(kind, job.attempts, processing.retry_attempts, processing.retry_delay)
-        log.warning("media job %s (%s of %s): %s -> %s", job.id, job.matrix_url[:120], job.event_id, reason, plan.state)
+        log.warning("media job %s (%s of %s in %s): %s -> %s", job.id, job.matrix_url[:120], job.event_id, job.room_id,
+                    reason, plan.state, extra=ids(job.room_id, job.event_id))
         self.queue.reschedule(job, plan, reason)
         self.counts["refused" if plan.state == "refused" else "failed"] += 1
+        metrics.media_failed(plan.state)
         if plan.state == "dead":
             self.deaths.append(reason[:300])
 
@@ -221,7 +227,8 @@ class Uploader(SourceStage):
         try:
             self.queue.purge(job, self.store.delete)
         except StorageError as exc:
-            log.warning("could not delete purged media of %s yet: %s", job.event_id, exc)
+            log.warning("could not delete purged media of %s in %s yet: %s", job.event_id, job.room_id, exc,
+                        extra=ids(job.room_id, job.event_id))
             # the lease runs out and the purge is tried again
 
 

@@ -5,6 +5,7 @@ URL building are decided without I/O and unit-tested on their own.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterator
@@ -146,6 +147,25 @@ class ObjectStore(Protocol):
 
     def exists(self, object_path: str) -> bool: ...
 
+    def read_object(self, object_path: str) -> Iterator[bytes]:
+        """The object's bytes in pieces, streamed (never whole in memory); a missing
+        object raises StorageError with code "404"."""
+        ...
+
     def object_url(self, object_path: str) -> str: ...
 
     def close(self) -> None: ...
+
+
+def missing_object(what: str) -> StorageError:
+    return StorageError(404, "404", f"{what}: object not found", retryable=False)
+
+
+def digest_object(store: ObjectStore, object_path: str) -> tuple[int, str]:
+    """(size, sha256 hex) of a stored object, read back streamed."""
+    digest = hashlib.sha256()
+    size = 0
+    for piece in store.read_object(object_path):
+        digest.update(piece)
+        size += len(piece)
+    return size, digest.hexdigest()

@@ -11,14 +11,16 @@ import errno
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 from mxarchiverd.sinks.storage.base import (
-    StorageError, check_file_size, validate_bucket_name, validate_object_path,
+    StorageError, check_file_size, missing_object, validate_bucket_name, validate_object_path,
 )
 
 # Conditions that a later attempt can outlive (space freed, device back).
+_READ_PIECE = 1024 * 1024
 _TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.EBUSY, errno.EINTR})
 
 
@@ -72,12 +74,34 @@ class FileStore:
     def object_url(self, object_path: str) -> str:
         return jailed_target(self._base, object_path).as_uri()
 
+    def read_object(self, object_path: str) -> Iterator[bytes]:
+        target = jailed_target(self._base, object_path)
+        try:
+            reader = open(target, "rb")
+        except FileNotFoundError:
+            raise missing_object(f"read {object_path}") from None
+        except OSError as exc:
+            raise io_error("read", object_path, exc) from exc
+        return _pieces(reader, object_path)
+
     def close(self) -> None:
         """Nothing held open between calls."""
 
     def object_file(self, object_path: str) -> Path:
         """Where an object lives on disk (for tests and for reading back)."""
         return jailed_target(self._base, object_path)
+
+
+def _pieces(reader: IO[bytes], object_path: str) -> Iterator[bytes]:
+    with reader:
+        while True:
+            try:
+                piece = reader.read(_READ_PIECE)
+            except OSError as exc:
+                raise io_error("read", object_path, exc) from exc
+            if not piece:
+                return
+            yield piece
 
 
 def _replace_atomically(reader: IO[bytes], target: Path) -> None:

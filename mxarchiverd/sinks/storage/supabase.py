@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -20,7 +20,7 @@ import httpx
 
 from mxarchiverd.sinks.storage import tus
 from mxarchiverd.sinks.storage.base import (
-    check_file_size, error_from_response, object_url, read_range, send,
+    StorageError, check_file_size, error_from_response, missing_object, object_url, read_range, send,
     validate_bucket_name, validate_object_path,
 )
 
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
+READ_PIECE = 1024 * 1024
 
 
 def bucket_body(bucket: str, public: bool, file_size_limit: int | None,
@@ -153,11 +154,43 @@ class SupabaseStore:
     def object_url(self, object_path: str) -> str:
         return object_url(self._url, self._bucket, validate_object_path(object_path), self._public)
 
+    def read_object(self, object_path: str) -> Iterator[bytes]:
+        """GET of the authenticated object URL, streamed in pieces (verify --media reads
+        files of any size back this way)."""
+        what = f"read {self._bucket}/{object_path}"
+        path = f"object/authenticated/{quote(self._bucket, safe='')}/{quote(validate_object_path(object_path))}"
+        try:
+            request = self._client.build_request("GET", path)
+            response = self._client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise StorageError(0, "timeout", f"{what}: {type(exc).__name__}") from exc
+        except httpx.TransportError as exc:
+            raise StorageError(0, "connection", f"{what}: {type(exc).__name__}: {exc}") from exc
+        if not response.is_success:
+            body = response.read()
+            response.close()
+            error = error_from_response(response.status_code, body, what)
+            if error.code == "404":  # Supabase: HTTP 400 with statusCode "404" in the body
+                raise missing_object(what)
+            raise error
+        return _streamed(response, what)
+
     def close(self) -> None:
         self._client.close()
 
     def _object(self, object_path: str) -> str:
         return f"object/{quote(self._bucket, safe='')}/{quote(object_path)}"
+
+
+def _streamed(response: httpx.Response, what: str) -> Iterator[bytes]:
+    try:
+        yield from response.iter_bytes(READ_PIECE)
+    except httpx.TimeoutException as exc:
+        raise StorageError(0, "timeout", f"{what}: {type(exc).__name__}") from exc
+    except httpx.TransportError as exc:
+        raise StorageError(0, "connection", f"{what}: {type(exc).__name__}: {exc}") from exc
+    finally:
+        response.close()
 
 
 def _json_or_none(response: httpx.Response) -> Any:

@@ -72,6 +72,14 @@ SELECT {_EVENT_COLUMNS} FROM events e {_JOINS}
  ORDER BY e.stream_ordering LIMIT %(limit)s
 """
 
+# Named events, visible or not (verify --repair re-reads exactly what it found missing
+# or wrong; it asks only for ids it found among the visible events).
+BY_ID_SQL = f"""
+SELECT {_EVENT_COLUMNS} FROM events e {_JOINS}
+ WHERE e.event_id = ANY(%(ids)s) AND {_VISIBLE}
+ ORDER BY e.stream_ordering
+"""
+
 
 # An event and its position on the stream that found it.
 Positioned = tuple[int, RawEvent]
@@ -123,6 +131,9 @@ class SynapseReader:
     def room_history(self, room_id: str, cursor: int, upto: int, limit: int) -> list[RawEvent]:
         params = {"room_id": room_id, "cursor": cursor, "upto": upto, "limit": limit}
         return self._events(ROOM_HISTORY_SQL, params)
+
+    def events_by_id(self, event_ids: Sequence[str]) -> list[RawEvent]:
+        return self._events(BY_ID_SQL, {"ids": list(event_ids)})
 
     def all_room_ids(self) -> list[str]:
         with self.read() as cur:
