@@ -16,7 +16,6 @@ from __future__ import annotations
 import getpass
 import logging
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +28,10 @@ from mxarchiverd.classify import build_row
 from mxarchiverd.config import Config
 from mxarchiverd.pipeline.cursors import DecryptionCursor
 from mxarchiverd.pipeline.messages import RowBatch
+from mxarchiverd.progress import progress as progress_of
 
 log = logging.getLogger(__name__)
 PAGE = 500
-LOG_EVERY = 5.0
 
 
 class KeysCommandError(Exception):
@@ -147,7 +146,8 @@ def decrypt_archive(config: Config, client: Any, refs: list[tuple[str, str]], *,
     decryptor = Decryptor(client)
     decrypted = left = 0
     purge = config.processing.redaction_policy == "purge"
-    with open_archive(config, purpose="keys import") as archive, _Progress(progress) as bar:
+    with open_archive(config, purpose="keys import") as archive, \
+            progress_of("decrypting archived events", unit="event", terminal=progress) as bar:
         for rows in _pages(archive, refs):
             events = [_raw(row) for row in rows]
             decryptor.annotate(events)
@@ -155,7 +155,7 @@ def decrypt_archive(config: Config, client: Any, refs: list[tuple[str, str]], *,
             if plain:
                 write_batch(archive, RowBatch(DecryptionCursor(), plain), purge=purge)
             decrypted, left = decrypted + len(plain), left + len(events) - len(plain)
-            bar.update(len(events), decrypted)
+            bar.update(len(events))
     return decrypted, left
 
 
@@ -169,34 +169,6 @@ def _pages(archive: Any, refs: list[tuple[str, str]]) -> Iterator[list[sync_stat
             return
         yield rows
         after = (rows[-1].timestamp, rows[-1].event_id)
-
-
-class _Progress:
-    """A bar with rate and ETA on a terminal; a log line every few seconds without one."""
-
-    def __init__(self, bar: bool) -> None:
-        self.bar: Any = None
-        if bar:
-            from tqdm import tqdm
-
-            self.bar = tqdm(unit="event", desc="decrypting", file=sys.stderr)
-        self.seen, self.logged_at = 0, time.monotonic()
-
-    def __enter__(self) -> _Progress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-    def update(self, count: int, decrypted: int) -> None:
-        self.seen += count
-        if self.bar is not None:
-            self.bar.update(count)
-            self.bar.set_postfix(decrypted=decrypted)
-        elif time.monotonic() >= self.logged_at + LOG_EVERY:
-            self.logged_at = time.monotonic()
-            log.info("keys import: %d archived event(s) tried, %d decrypted", self.seen, decrypted)
 
 
 def _close(client: Any) -> None:

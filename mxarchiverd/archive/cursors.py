@@ -49,8 +49,9 @@ def _store_room_history(conn: psycopg.Connection, cursor: RoomHistoryCursor) -> 
                                             "done": cursor.done})
 
 
-def _store_nothing(conn: psycopg.Connection, cursor: RepairCursor) -> None:
-    """Events re-read by id cover no stretch of any stream."""
+def _store_nothing(conn: psycopg.Connection, cursor: RepairCursor | DecryptionCursor) -> None:
+    """Events re-read by id (a repair) or decrypted again cover no stretch of any stream:
+    the rows are the whole of such a batch."""
 
 
 _STORE: dict[type, Callable[[psycopg.Connection, Cursor], None]] = {
@@ -58,8 +59,7 @@ _STORE: dict[type, Callable[[psycopg.Connection, Cursor], None]] = {
     RoomHistoryCursor: _store_room_history,  # type: ignore[dict-item]
     SyncCursor: store_sync,  # type: ignore[dict-item]
     PageCursor: store_page,  # type: ignore[dict-item]
-    # Nothing to move: the decrypted rows are the whole of it.
-    DecryptionCursor: lambda conn, cursor: None,
+    DecryptionCursor: _store_nothing,  # type: ignore[dict-item]
     RepairCursor: _store_nothing,  # type: ignore[dict-item]
 }
 
