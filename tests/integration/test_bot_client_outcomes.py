@@ -15,7 +15,7 @@ from mxarchiverd.sources.matrix_sync.session import (
     Credentials, LoginAction, SessionFileError, session_path,
 )
 from tests.support.nio_driver import NioDriver, unique
-from tests.support.pg import free_port
+from tests.support.postgres import free_port
 from tests.support.synapse import SynapseServer
 
 pytestmark = pytest.mark.synapse
