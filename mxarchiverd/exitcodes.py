@@ -20,6 +20,9 @@ class ExitCode(enum.IntEnum):
     RESTART_LIMIT = 3
     # verify found differences between the source and the archive.
     VERIFY_MISMATCH = 4
+    # A pipeline stage found that another daemon has taken over the lease (daemon.ha):
+    # a child's code only, never the supervisor's; the supervisor stands by.
+    FENCED = 75
     # The archive schema is newer than this code, or not migrated yet.
     SCHEMA_MISMATCH = 65
     # A database needed at start stayed unreachable past the start-up grace period.

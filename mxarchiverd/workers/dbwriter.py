@@ -27,7 +27,8 @@ class DbWriter(TransformStage):
 
     def handle(self, message: Message) -> list[Message]:
         assert isinstance(message, RowBatch)
-        result = write_batch(self.conn, message, purge=self.config.processing.redaction_policy == "purge")
+        result = write_batch(self.conn, message, purge=self.config.processing.redaction_policy == "purge",
+                             fence=self.fence)
         self.archived += result.inserted
         self.batches += 1
         self.upkeep.after_batch(result.inserted)

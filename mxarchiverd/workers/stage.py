@@ -10,6 +10,7 @@ import abc
 from collections.abc import Callable
 from typing import ClassVar
 
+from mxarchiverd.archive.leadership import Fence
 from mxarchiverd.config import Config
 from mxarchiverd.exitcodes import ExitCode
 from mxarchiverd.pipeline.messages import StageMessage
@@ -28,6 +29,9 @@ class BootError(Exception):
 
 class Stage(abc.ABC):
     role: ClassVar[str]
+    # The leadership lease's fencing token this pipeline runs under (daemon.ha), set by
+    # the runner before open(); None without HA, and for stages outside the pipeline.
+    fence: Fence | None = None
 
     def __init__(self, config: Config, beat: Callable[[], None]) -> None:
         self.config = config
