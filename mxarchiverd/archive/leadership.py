@@ -46,8 +46,8 @@ UPDATE archive_leadership SET expires_at = now()
  WHERE name = 'archive' AND holder = %(holder)s AND token = %(token)s
 """
 REGISTER_SQL = """
-INSERT INTO archive_daemons AS d (holder, host, pid, leading) VALUES (%(holder)s, %(host)s, %(pid)s, %(leading)s)
-ON CONFLICT (holder) DO UPDATE SET seen_at = now(), leading = excluded.leading, host = excluded.host,
+INSERT INTO archive_daemons AS d (holder, host, pid, is_leader) VALUES (%(holder)s, %(host)s, %(pid)s, %(leading)s)
+ON CONFLICT (holder) DO UPDATE SET seen_at = now(), is_leader = excluded.is_leader, host = excluded.host,
                                    pid = excluded.pid
 """
 LEAVE_SQL = "DELETE FROM archive_daemons WHERE holder = %(holder)s"
@@ -66,7 +66,7 @@ LEASE_SQL = """
 SELECT holder, token, acquired_at, expires_at, expires_at > now() AS valid, now() AS db_now
   FROM archive_leadership WHERE name = 'archive'
 """
-DAEMONS_SQL = "SELECT holder, host, pid, started_at, seen_at, leading FROM archive_daemons ORDER BY started_at, holder"
+DAEMONS_SQL = "SELECT holder, host, pid, started_at, seen_at, is_leader FROM archive_daemons ORDER BY started_at, holder"
 
 
 class Fenced(Exception):
