@@ -16,7 +16,7 @@ CREATE TABLE archive_leadership (
     renewed_at TIMESTAMPTZ,
     expires_at TIMESTAMPTZ NOT NULL
 );
-INSERT INTO archive_leadership (name, holder, token, expires_at) VALUES ('archive', NULL, 0, '-infinity');
+INSERT INTO archive_leadership (name, holder, token, expires_at) VALUES ('archive', NULL, 0, 'epoch');
 
 -- Every daemon that takes part (leader and standbys), seen_at renewed with each
 -- round of its lease keeper, so that `status` can list the standbys.

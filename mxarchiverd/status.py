@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 
+from mxarchiverd.archive.leadership import leadership_facts
 from mxarchiverd.config import Config
 from mxarchiverd.db import connect
 from mxarchiverd.migrate import applied_versions, available_migrations
@@ -32,6 +33,8 @@ class Status:
     media: dict[str, int] = field(default_factory=dict)
     newest_archived_ts: int | None = None
     newest_source_ts: int | None = None
+    # daemon.ha: leader (holder, since, expires, token, valid) and the standbys; None without the table.
+    leadership: dict[str, Any] | None = None
 
     @property
     def lag_positions(self) -> int:
@@ -52,6 +55,7 @@ def collect(config: Config) -> Status:
     assert config.archive_dsn is not None and config.source.synapse_db_url is not None
     with connect(config.archive_dsn, purpose="status", autocommit=True) as archive:
         found = _archive_facts(archive)
+        found["leadership"] = leadership_facts(archive)
     with connect(config.source.synapse_db_url.value, purpose="status synapse", autocommit=True,
                  read_only_timeout=config.source.statement_timeout) as source:
         rows = source.execute("SELECT stream_name, instance_name, stream_id FROM stream_positions"
@@ -94,4 +98,16 @@ def render(status: Status) -> str:
         f"media jobs:     {media}",
         f"schema:         version {status.schema_version} (this code: {status.schema_expected})",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines + _leadership_lines(status.leadership))
+
+
+def _leadership_lines(facts: dict[str, Any] | None) -> list[str]:
+    """daemon.ha: nothing until a daemon has taken part."""
+    if not facts or (facts["holder"] is None and not facts["standbys"]):
+        return []
+    if facts["holder"] is None or not facts["valid"]:
+        leader = "none (the lease is free or has run out)"
+    else:
+        leader = f"{facts['holder']} since {facts['since']} (fencing token {facts['token']}, lease until {facts['expires']})"
+    standbys = ", ".join(f"{m['holder']} (seen {m['seen_at']})" for m in facts["standbys"]) or "none"
+    return [f"leader:         {leader}", f"standbys:       {standbys}"]

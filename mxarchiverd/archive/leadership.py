@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import psycopg
 
@@ -57,8 +58,11 @@ FORGET_SQL = "DELETE FROM archive_daemons WHERE seen_at < now() - make_interval(
 # One statement: the fence check, and a bound on how long this batch may sit idle in
 # its transaction. A leader frozen inside a batch (SIGSTOP, a dead host) would
 # otherwise hold the row lock, and with it every takeover, until TCP noticed.
+# The token is also left in the transaction as mxarchiverd.fence, for audit
+# triggers (current_setting('mxarchiverd.fence', true)): the HA tests use it.
 FENCE_SQL = """
-SELECT set_config('idle_in_transaction_session_timeout', %(idle_ms)s, true)
+SELECT set_config('idle_in_transaction_session_timeout', %(idle_ms)s, true),
+       set_config('mxarchiverd.fence', %(token)s::text, true)
   FROM archive_leadership WHERE name = 'archive' AND token = %(token)s
    FOR KEY SHARE
 """
@@ -171,3 +175,21 @@ def read_lease(conn: psycopg.Connection) -> Lease | None:
 
 def read_members(conn: psycopg.Connection) -> list[Member]:
     return [Member(*row) for row in conn.execute(DAEMONS_SQL).fetchall()]
+
+
+def leadership_facts(conn: psycopg.Connection) -> dict[str, Any] | None:
+    """For `status`: who leads since when, and the standbys (JSON-ready); None before migration 008."""
+    if conn.execute("SELECT to_regclass('archive_leadership') IS NOT NULL").fetchone()[0] is not True:
+        return None
+    current = read_lease(conn)
+    if current is None:
+        return None
+    members = read_members(conn)
+    leader = current.holder if current.valid else None
+    return {
+        "holder": current.holder, "token": current.token, "valid": current.valid,
+        "since": current.acquired_at.isoformat() if current.acquired_at else None,
+        "expires": current.expires_at.isoformat() if current.holder else None,
+        "standbys": [{"holder": m.holder, "host": m.host, "pid": m.pid, "seen_at": m.seen_at.isoformat()}
+                     for m in members if m.holder != leader],
+    }

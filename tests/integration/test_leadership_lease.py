@@ -109,3 +109,19 @@ def test_status_lists_the_leader_and_the_standbys(archive: str) -> None:
         assert members == {"host-a:1": True, "host-b:2": False}
         lease.leave(conn, "host-b:2")
         assert [m.holder for m in lease.read_members(conn)] == ["host-a:1"]
+
+
+def test_status_shows_who_leads_since_when_and_the_standbys(archive: str, tmp_path) -> None:
+    from mxarchiverd.status import _leadership_lines, leadership_facts  # type: ignore[attr-defined]
+    with connect(archive) as conn:
+        assert leadership_facts(conn)["holder"] is None  # type: ignore[index]
+        assert _leadership_lines(leadership_facts(conn)) == []
+        token = lease.acquire(conn, "host-a:1", 60)
+        lease.register(conn, "host-a:1", "host-a", 1, True, 60)
+        lease.register(conn, "host-b:2", "host-b", 2, False, 60)
+        facts = leadership_facts(conn)
+    assert facts is not None and facts["holder"] == "host-a:1" and facts["token"] == token and facts["since"]
+    assert [m["holder"] for m in facts["standbys"]] == ["host-b:2"]
+    lines = _leadership_lines(facts)
+    assert lines[0].startswith("leader:         host-a:1 since ") and f"fencing token {token}" in lines[0]
+    assert lines[1].startswith("standbys:       host-b:2 (seen ")
