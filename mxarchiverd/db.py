@@ -31,8 +31,7 @@ def connect(dsn: str, *, purpose: str, autocommit: bool = False, connect_timeout
     """
     options = {}
     if read_only_timeout is not None:
-        options["options"] = (f"-c default_transaction_read_only=on "
-                              f"-c statement_timeout={max(1, int(read_only_timeout * 1000))}")
+        options["options"] = read_only_options(read_only_timeout)
     try:
         return psycopg.connect(
             dsn,
@@ -45,6 +44,14 @@ def connect(dsn: str, *, purpose: str, autocommit: bool = False, connect_timeout
     except psycopg.ProgrammingError:
         # libpq's parse errors quote the connection string, password included.
         raise DatabaseUnavailable(f"{purpose} database: the connection string cannot be parsed") from None
+
+
+def read_only_options(statement_timeout: float) -> str:
+    """libpq `options` for a source connection: every transaction read-only, every
+    statement bounded, whatever the role may do (DESIGN.md invariant 6). Sources are
+    direct connections (not through a pooler), so startup options are fine there."""
+    return (f"-c default_transaction_read_only=on "
+            f"-c statement_timeout={max(1, int(statement_timeout * 1000))}")
 
 
 def connect_with_retry(

@@ -26,6 +26,7 @@ def preflight(config: Config) -> None:
     with connect_with_retry(config.archive_dsn, purpose="preflight", deadline=deadline, autocommit=True) as conn:
         for migration in migrate(conn):
             log.info("archive schema: applied %03d_%s", migration.version, migration.name)
-    with connect_with_retry(config.source.synapse_db_url.value, purpose="preflight synapse", deadline=deadline) as conn:
+    with connect_with_retry(config.source.synapse_db_url.value, purpose="preflight synapse", deadline=deadline,
+                            read_only_timeout=config.source.statement_timeout) as conn:
         conn.execute("SELECT 1 FROM events LIMIT 1")
         conn.rollback()

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from mxarchiverd.db import DatabaseUnavailable
+from mxarchiverd.db import DatabaseUnavailable, read_only_options
 from mxarchiverd.media import jobs as sql
 from mxarchiverd.media.errors import MediaRefused
 from mxarchiverd.media.fetch import FetchFailed
@@ -38,7 +38,8 @@ class Uploader(SourceStage):
         assert self.config.archive_dsn is not None and self.config.source.synapse_db_url is not None
         self.archive = _pool(self.config.archive_dsn, "uploader", slots + 1, self.config.daemon.startup_timeout)
         self.synapse = _pool(self.config.source.synapse_db_url.value, "uploader synapse", slots,
-                             self.config.daemon.startup_timeout)
+                             self.config.daemon.startup_timeout,
+                             read_only_options(self.config.source.statement_timeout))
         self.store: ObjectStore = open_store(self.config)
         # Checked in produce(), not here: storage being down must not crash-loop the
         # uploader (and with it the unit) while messages can still be archived.
@@ -213,10 +214,14 @@ def _deleted_since_claim(conn: psycopg.Connection, job: Job) -> bool:
     }).fetchone()[0])
 
 
-def _pool(dsn: str, purpose: str, size: int, timeout: float) -> ConnectionPool:
-    pool = ConnectionPool(dsn, min_size=1, max_size=size, open=False, name=purpose,
-                          kwargs={"autocommit": True, "prepare_threshold": None,
-                                  "application_name": f"mxarchiverd {purpose}"})
+def _pool(dsn: str, purpose: str, size: int, timeout: float, options: str | None = None) -> ConnectionPool:
+    """options: libpq startup options (a source's read-only session); None for the archive,
+    which may sit behind a transaction-mode pooler that refuses them."""
+    kwargs: dict[str, object] = {"autocommit": True, "prepare_threshold": None,
+                                 "application_name": f"mxarchiverd {purpose}"}
+    if options is not None:
+        kwargs["options"] = options
+    pool = ConnectionPool(dsn, min_size=1, max_size=size, open=False, name=purpose, kwargs=kwargs)
     try:
         pool.open(wait=True, timeout=max(timeout, 1.0))
     except Exception:  # noqa: BLE001 - psycopg_pool raises PoolTimeout after its own retries
