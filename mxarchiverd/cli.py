@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from mxarchiverd import __version__
 from mxarchiverd.config import Config, ConfigError, load_config
+from mxarchiverd.config.exposure import exposure_warnings
 from mxarchiverd.config.reference import keys_without_effect
 from mxarchiverd.config.render import render_yaml
 from mxarchiverd.db import DatabaseUnavailable, connect_with_retry
@@ -67,6 +68,8 @@ def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
     print(f"# configuration is valid ({config.path or 'no file; environment only'})")
     if config.source.mode == "matrix_sync":
         print("# warning: source.mode matrix_sync is not available in this release; `run` will refuse it")
+    for warning in exposure_warnings(config.path):
+        print(f"# warning: {warning}")
     idle = keys_without_effect(config)
     if idle:
         print(f"# warning: these keys have no effect with source.mode {config.source.mode}: {', '.join(idle)}")
@@ -91,5 +94,7 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
     from mxarchiverd.preflight import preflight
     from mxarchiverd.supervisor.supervisor import run_supervisor
 
+    for warning in exposure_warnings(config.path):
+        log.warning("%s", warning)
     preflight(config)
     return run_supervisor(config)
