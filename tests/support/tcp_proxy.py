@@ -37,6 +37,13 @@ class TcpProxy:
         self._acceptor.start()
         return self
 
+    @classmethod
+    def start_for(cls, dsn: str) -> TcpProxy:
+        """A started proxy to the host and port of a connection string."""
+        from psycopg.conninfo import conninfo_to_dict
+        params = conninfo_to_dict(dsn)
+        return cls(str(params.get("host", "127.0.0.1")), int(str(params.get("port", 5432)))).start()
+
     def dsn_for(self, dsn: str) -> str:
         """The same connection string, through this proxy."""
         from psycopg.conninfo import conninfo_to_dict, make_conninfo

@@ -99,3 +99,35 @@ def source_media(media_store: Path) -> dict[str, str]:
 
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+BULK_HISTORY_SQL = """
+WITH s AS (
+    SELECT nextval('events_stream_seq') AS so, g FROM generate_series(1, %(n)s) AS g
+), e AS (
+    INSERT INTO events (topological_ordering, event_id, type, room_id, processed, outlier, depth, origin_server_ts,
+                        received_ts, sender, contains_url, instance_name, stream_ordering)
+    SELECT so, '$hist' || so || 'x' || %(tag)s, 'm.room.message', (%(rooms)s::text[])[1 + g %% %(room_count)s],
+           true, false, so, 1700000000000 + g, 1700000000000 + g, %(sender)s, false, 'master', so
+      FROM s
+    RETURNING event_id, room_id, stream_ordering, origin_server_ts
+)
+INSERT INTO event_json (event_id, room_id, internal_metadata, json, format_version)
+SELECT event_id, room_id, '{}',
+       jsonb_build_object('type', 'm.room.message', 'room_id', room_id, 'sender', %(sender)s,
+                          'origin_server_ts', origin_server_ts, 'depth', stream_ordering,
+                          'content', jsonb_build_object('msgtype', 'm.text', 'body', 'history ' || stream_ordering))::text,
+       3
+  FROM e
+"""
+
+
+def bulk_history(dsn: str, rooms: list[str], count: int, tag: str = "h") -> None:
+    """`count` text events already in the rooms' history (one statement), the stream position after them."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for room in rooms:
+            add_room(conn, room)
+        conn.execute(BULK_HISTORY_SQL, {"n": count, "tag": tag, "rooms": rooms, "room_count": len(rooms),
+                                        "sender": ALICE})
+        top = conn.execute("SELECT max(stream_ordering) FROM events").fetchone()[0]  # type: ignore[index]
+        set_position(conn, int(top))
