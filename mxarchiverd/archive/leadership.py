@@ -143,6 +143,14 @@ def register(conn: psycopg.Connection, holder: str, host: str, pid: int, leading
         conn.execute(FORGET_SQL, {"age": lease * FORGET_AFTER_LEASES})
 
 
+def holder_elsewhere(conn: psycopg.Connection, holder: str, host: str, within: float) -> str | None:
+    """The other host that registered under this holder name within `within` seconds, if any:
+    two daemons sharing a name would take the lease from each other every round."""
+    row = conn.execute("SELECT host FROM archive_daemons WHERE holder = %s AND host <> %s"
+                       " AND seen_at > now() - make_interval(secs => %s)", (holder, host, within)).fetchone()
+    return str(row[0]) if row else None
+
+
 def leave(conn: psycopg.Connection, holder: str) -> None:
     with conn.transaction():
         conn.execute(LEAVE_SQL, {"holder": holder})

@@ -17,8 +17,9 @@ import psycopg
 from mxarchiverd.archive import leadership as lease_store
 from mxarchiverd.archive.connection import open_archive
 from mxarchiverd.db import DatabaseUnavailable, first_line
+from mxarchiverd.exitcodes import ExitCode
 from mxarchiverd.leadership import Act, Standing, Timing, after_acquire, after_error, after_renew, next_act, round_delay
-from mxarchiverd.workers.stage import Message, SourceStage
+from mxarchiverd.workers.stage import BootError, Message, SourceStage
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,10 @@ class LeaseKeeper(SourceStage):
         self.host, self.pid = socket.gethostname(), os.getpid()
         self.standing = Standing()
         self.was_leading = False
+        other = lease_store.holder_elsewhere(self.conn, self.holder, self.host, 2 * self.timing.duration)
+        if other is not None:
+            raise BootError(f"daemon.ha.holder {self.holder!r} is in use by the daemon on {other}: "
+                            "give each daemon its own name (or leave it unset: hostname:pid)", ExitCode.CONFIG)
 
     @property
     def timing(self) -> Timing:

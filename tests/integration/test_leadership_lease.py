@@ -125,3 +125,43 @@ def test_status_shows_who_leads_since_when_and_the_standbys(archive: str, tmp_pa
     lines = _leadership_lines(facts)
     assert lines[0].startswith("leader:         host-a:1 since ") and f"fencing token {token}" in lines[0]
     assert lines[1].startswith("standbys:       host-b:2 (seen ")
+
+
+def test_a_holder_name_in_use_on_another_host_is_found(archive: str) -> None:
+    with connect(archive) as conn:
+        lease.register(conn, "shared-name", "host-a", 1, True, 60)
+        assert lease.holder_elsewhere(conn, "shared-name", "host-b", 12) == "host-a"
+        assert lease.holder_elsewhere(conn, "shared-name", "host-a", 12) is None  # a restart on the same host
+        assert lease.holder_elsewhere(conn, "other-name", "host-b", 12) is None
+
+
+def keeper_config(tmp_path, archive: str, holder: str):  # type: ignore[no-untyped-def]
+    from tests.support.pipeline import write_config
+    return write_config(tmp_path / holder, "postgresql:///unused", archive,
+                        f"daemon:\n  ha:\n    enabled: true\n    lease_duration: 2s\n    renew_interval: 500ms\n"
+                        f"    holder: {holder}\n")
+
+
+def test_two_lease_keepers_one_leads_and_the_other_follows_on_release(archive: str, tmp_path) -> None:
+    from mxarchiverd.workers.lease_keeper import LeaseKeeper
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = LeaseKeeper(keeper_config(tmp_path, archive, "a"), lambda: None)
+    b = LeaseKeeper(keeper_config(tmp_path, archive, "b"), lambda: None)
+    a.open()
+    b.open()
+    try:
+        def turn(keeper: LeaseKeeper) -> float:
+            keeper.produce()
+            return keeper.stats()["fence"]
+        first = wait_for(lambda: turn(a), 10, "keeper a to lead")
+        for _ in range(3):
+            assert turn(b) == 0.0, "b stands by while a renews"
+            until = a.standing.valid_until
+            wait_for(lambda: turn(a) == first and a.standing.valid_until > until, 5, "a to renew its lease")
+        a.close()
+        assert wait_for(lambda: turn(b), 10, "keeper b to take over after a released") == first + 1
+        assert not [m for m in lease.read_members(b.conn) if m.holder == "a"]  # type: ignore[arg-type]
+    finally:
+        b.close()
