@@ -253,7 +253,7 @@ def measure_seed001(server: PgServer, synapse_dsn: str, subset: int, workdir: Pa
     written to a state file after each message, as its pseudocode does.
     """
     print(f"\n[4/4] seed 001's design on the first {subset:,} events (one content query + one upsert per message)")
-    from mxarchiverd.migrate import migrate
+    from mxarchiverd.archive.migrations import migrate
     target = server.create_database("seed001")
     with psycopg.connect(target, autocommit=True) as conn:
         migrate(conn, target=1)  # seed 000's schema, as seed 001 writes into it
@@ -308,7 +308,7 @@ def profile_stages(server: PgServer, args: argparse.Namespace, workdir: Path) ->
     daemon runs the stages in parallel, so its rate is bounded by the slowest one.
     """
     from mxarchiverd.config import load_config
-    from mxarchiverd.migrate import migrate
+    from mxarchiverd.archive.migrations import migrate
     from mxarchiverd.workers.dbwriter import DbWriter
     from mxarchiverd.workers.enricher import Enricher
     from mxarchiverd.workers.poller import Poller

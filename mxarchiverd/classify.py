@@ -61,7 +61,7 @@ def build_row(source: dict[str, Any], *, thumbnails: bool = True) -> dict[str, A
 
 def fallback_row(source: dict[str, Any], problem: str) -> dict[str, Any]:
     """The event's columns from Synapse's events table, and its JSON as exact text."""
-    row = {key: None for key in ("thread_id", "reply_to_event_id", "relation_type", "relates_to_event_id",
+    row: dict[str, Any] = {key: None for key in ("thread_id", "reply_to_event_id", "relation_type", "relates_to_event_id",
                                  "reaction_key", "event", "original_content")}
     row.update({key: source[key] for key in ("event_id", "room_id", "state_key", "stream_ordering",
                                                "topological_ordering")})

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable
 
 
@@ -20,7 +21,14 @@ def register(sub: argparse._SubParsersAction, add: Callable[..., argparse.Argume
 def cmd_status(config: Config, args: argparse.Namespace) -> int:
     from mxarchiverd import status
 
-    found = status.collect(config)
+    try:
+        found = status.collect(config)
+    except status.StatusFailed as exc:
+        if args.json:
+            print(json.dumps(exc.as_dict(), indent=2))
+        else:
+            print(f"mxarchiverd status: {exc}", file=sys.stderr)
+        return exc.exit_code
     print(json.dumps(found.as_dict(), indent=2) if args.json else status.render(found))
     return ExitCode.OK
 
@@ -30,17 +38,14 @@ def cmd_verify(config: Config, args: argparse.Namespace) -> int:
 
     reports = verify.verify(config)
     print(verify.render(reports))
-    return ExitCode.VERIFY_MISMATCH if any(r.missing for r in reports) else ExitCode.OK
-
-
+    return ExitCode.OK if all(r.complete for r in reports) else ExitCode.VERIFY_MISMATCH
 
 
 def cmd_media_retry(config: Config, args: argparse.Namespace) -> int:
-    from mxarchiverd.db import connect
-    from mxarchiverd.media.jobs import RETRY_DEAD_SQL
+    from mxarchiverd.archive.connection import open_archive
+    from mxarchiverd.archive.media_queue import retry_dead
 
-    assert config.archive_dsn is not None
-    with connect(config.archive_dsn, purpose="media-retry", autocommit=True) as conn:
-        revived = conn.execute(RETRY_DEAD_SQL).fetchall()
-    print(f"{len(revived)} dead media job(s) queued again")
+    with open_archive(config, purpose="media-retry", autocommit=True) as conn:
+        revived = retry_dead(conn)
+    print(f"{revived} dead media job(s) queued again")
     return ExitCode.OK

@@ -29,5 +29,20 @@ class ExitCode(enum.IntEnum):
     # Not listed in RestartPreventExitStatus=: a database that comes back later
     # must not leave the archiver stopped.
     UNAVAILABLE = 69
+    # The archive role lacks a privilege it needs (it does not own the tables a migration
+    # alters, or may not create in the schema): an operator must grant it (sysexits EX_NOPERM).
+    PERMISSION = 77
     # The configuration is invalid; every problem has been printed with its key path.
     CONFIG = 78
+
+
+class BootError(Exception):
+    """A stage cannot start, and restarting it will not help until something changes.
+
+    Raised by a stage's open() (or a source's); the child exits with `exit_code`,
+    which the supervisor passes on when the stage never came up (supervisor/children.py).
+    """
+
+    def __init__(self, message: str, exit_code: ExitCode = ExitCode.UNAVAILABLE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.support.synth",
     "tests.support.storage_double",
     "tests.support.nio_driver",
+    "tests.support.password_pg",
 ]

@@ -187,7 +187,7 @@ class MediaDoneWatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="media-watcher", daemon=True)
 
-    def __enter__(self) -> "MediaDoneWatcher":
+    def __enter__(self) -> MediaDoneWatcher:
         self._thread.start()
         return self
 

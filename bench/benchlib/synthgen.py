@@ -73,7 +73,7 @@ class Event:
     relation: tuple[str, str, str | None] | None = None  # (relates_to_id, rel_type, aggregation key)
     media: list[tuple[str, str, int, str]] = field(default_factory=list)  # (media_id, mime, size, name)
 
-    def json(self, pool: "_Pool") -> str:
+    def json(self, pool: _Pool) -> str:
         event: dict[str, Any] = {
             "auth_events": pool.auth_events(self.room_id), "prev_events": self.prev, "type": self.type,
             "room_id": self.room_id, "sender": self.sender, "content": self.content, "depth": self.depth,
@@ -334,8 +334,8 @@ def _rows(event: Event, json_text: str) -> dict[str, list[tuple[Any, ...]]]:
     rows: dict[str, list[tuple[Any, ...]]] = {
         "events": [(event.depth, event.event_id, event.type, event.room_id, True, False, event.depth, ts, ts,
                     event.sender, event.contains_url, "master", event.stream_ordering, event.state_key, None)],
-        "event_json": [(event.event_id, event.room_id, '{"txn_id":"m%d.%d","token_id":%d}' %
-                        (ts, event.depth, event.depth % 97), json_text, 3)],
+        "event_json": [(event.event_id, event.room_id,
+                        f'{{"txn_id":"m{ts}.{event.depth}","token_id":{event.depth % 97}}}', json_text, 3)],
         "event_edges": [(event.event_id, p, event.room_id, False) for p in event.prev],
     }
     if event.state_key is not None:

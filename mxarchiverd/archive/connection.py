@@ -8,9 +8,10 @@ from __future__ import annotations
 import time
 
 import psycopg
+from psycopg_pool import ConnectionPool
 
 from mxarchiverd.config import Config
-from mxarchiverd.db import connect, connect_with_retry
+from mxarchiverd.db import connect, connect_with_retry, open_pool
 
 
 def archive_dsn(config: Config) -> str:
@@ -29,3 +30,8 @@ def open_archive(config: Config, *, purpose: str, deadline: float | None = None,
 
 def startup_deadline(config: Config) -> float:
     return time.monotonic() + config.daemon.startup_timeout
+
+
+def archive_pool(config: Config, *, purpose: str, size: int) -> ConnectionPool:
+    """A checked pool (db.open_pool) that waits for the database up to daemon.startup_timeout."""
+    return open_pool(archive_dsn(config), purpose, size, config.daemon.startup_timeout)

@@ -36,13 +36,13 @@ ON CONFLICT (id) DO NOTHING
 HOLES_SQL = """
 INSERT INTO room_holes (room_id, kind, by_user, reason, after_event_id, after_ts, before_event_id, before_ts, state)
 SELECT h.room_id, h.kind, h.by_user, h.reason, h.after_event_id, h.after_ts, h.before_event_id, h.before_ts,
-       CASE WHEN h.before_event_id IS NULL THEN 'open' ELSE 'closed' END
+       COALESCE(h.state, CASE WHEN h.before_event_id IS NULL THEN 'open' ELSE 'closed' END)
   FROM jsonb_to_recordset(%s::jsonb) AS h(room_id text, kind text, by_user text, reason text,
-       after_event_id text, after_ts bigint, before_event_id text, before_ts bigint)
+       after_event_id text, after_ts bigint, before_event_id text, before_ts bigint, state text)
 ON CONFLICT (room_id, after_event_id) DO UPDATE
    SET before_event_id = COALESCE(room_holes.before_event_id, EXCLUDED.before_event_id),
        before_ts = COALESCE(room_holes.before_ts, EXCLUDED.before_ts),
-       state = CASE WHEN room_holes.state = 'open' AND EXCLUDED.before_event_id IS NOT NULL THEN 'closed'
+       state = CASE WHEN room_holes.state = 'open' AND EXCLUDED.before_event_id IS NOT NULL THEN EXCLUDED.state
                     ELSE room_holes.state END,
        updated_at = NOW()
 """
@@ -142,7 +142,7 @@ SELECT j.id, j.room_id, j.kind, j.from_token, j.to_token, j.stop_event_ids, j.vi
  WHERE j.state = 'pending' ORDER BY j.created_at, j.id
 """
 UNFILLED_HOLES_SQL = """
-SELECT room_id, kind, by_user, reason, after_event_id, after_ts, before_event_id, before_ts
+SELECT room_id, kind, by_user, reason, after_event_id, after_ts, before_event_id, before_ts, NULL
   FROM room_holes WHERE state IN ('open', 'closed') ORDER BY id
 """
 
@@ -171,3 +171,13 @@ def load_memberships(conn: psycopg.Connection) -> dict[str, str]:
     """room id -> the bot's membership as last committed."""
     rows = conn.execute("SELECT room_id, bot_membership FROM monitored_rooms WHERE bot_membership IS NOT NULL")
     return dict(rows.fetchall())
+
+
+NEWEST_EVENTS_SQL = """
+SELECT event_id FROM archived_messages WHERE room_id = %s ORDER BY timestamp DESC, event_id DESC LIMIT %s
+"""
+
+
+def newest_event_ids(conn: psycopg.Connection, room_id: str, limit: int = 20) -> list[str]:
+    """The room's newest archived events: where paging back from the live end may stop."""
+    return [row[0] for row in conn.execute(NEWEST_EVENTS_SQL, (room_id, limit)).fetchall()]

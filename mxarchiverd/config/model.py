@@ -17,7 +17,8 @@ from typing import Any, Literal
 from mxarchiverd.config.reader import Section
 from mxarchiverd.config.secret import Secret
 from mxarchiverd.config.settings import (
-    ARCHIVE_USERS, ENRICHER, POLLER, SOURCE_READERS, UPLOADER, Effect, section, setting,
+    ARCHIVE_USERS, FILE_STORAGE, OWN_ARCHIVE_URL_UNSET, POLLER, SOURCE_READERS, SUPABASE_STORAGE, UPLOADER, Effect,
+    section, setting,
 )
 from mxarchiverd.config.units import MimePattern, parse_duration, parse_size
 from mxarchiverd.config.values import (
@@ -31,6 +32,11 @@ HOT, RESTART, SUPERVISOR, REFUSE = Effect.HOT, Effect.RESTART, Effect.SUPERVISOR
 DB_MODE: tuple[str, ...] = ("synapse_db",)
 BOT_MODE: tuple[str, ...] = ("matrix_sync",)
 NO_MODE: tuple[str, ...] = ()
+_BOT = "the bot's login; synapse_db reads the database and logs in nowhere"
+_BOT_ONLY = "only the bot (source.mode matrix_sync) reads it"
+_POOL = "read by nothing: each stage opens its own connections, the uploader as many as processing.concurrent_uploads"
+_SOURCE_DB = "read from Synapse's database, which only source.mode synapse_db does"
+_BUCKET = "a setting of the Supabase bucket"
 
 
 @dataclass(frozen=True)
@@ -39,14 +45,28 @@ class MatrixConfig:
         "http://localhost:8008", "the homeserver's client API: media downloads, and the bot's connection",
         RESTART, restarts=POLLER | UPLOADER, parse=http_url)
     username: str | None = setting(None, "the bot's user id or localpart", RESTART, restarts=POLLER,
-                                   parse=as_str, modes=BOT_MODE)
+                                   parse=as_str, modes=BOT_MODE, idle=_BOT)
     password: Secret | None = setting(None, "the bot's password (log in once; the session is kept)", RESTART,
-                                      restarts=POLLER, secret=True, modes=BOT_MODE)
+                                      restarts=POLLER, secret=True, modes=BOT_MODE, idle=_BOT)
     access_token: Secret | None = setting(
         None, "an access token: the bot's login, and in both modes the download of media not in the media store",
         RESTART, restarts=frozenset({"poller", "uploader"}), secret=True)
     device_name: str = setting("mxarchiverd", "display name of the bot's device", RESTART, restarts=POLLER,
-                               parse=as_str, modes=BOT_MODE)
+                               parse=as_str, modes=BOT_MODE, idle=_BOT)
+    state_dir: Path = setting(
+        Path("/var/lib/mxarchiverd/matrix"), "the bot's login, device keys and sync filters (mode 0700)", RESTART,
+        restarts=POLLER | UPLOADER, parse=absolute_path, modes=BOT_MODE, idle=_BOT_ONLY)
+    pickle_key: Secret | None = setting(
+        None, "encrypts the bot's crypto store (16+ characters; required in matrix_sync mode)", RESTART,
+        restarts=POLLER, secret=True, modes=BOT_MODE, idle=_BOT_ONLY)
+    timeline_limit: int = setting(50, "events per room in one /sync; a longer gap is paged through /messages",
+                                  HOT, parse=as_int(1), modes=BOT_MODE, idle=_BOT_ONLY)
+    accept_invites: str = setting(
+        "listed", "listed: invites to configured or already archived rooms (every room with rooms: []); "
+        "all; none", HOT, parse=one_of("listed", "all", "none"), modes=BOT_MODE, idle=_BOT_ONLY)
+    use_admin_api: bool = setting(
+        True, "when the account is a server admin, page what the bot could not see through Synapse's admin API",
+        HOT, parse=as_bool, modes=BOT_MODE, idle=_BOT_ONLY)
 
 
 @dataclass(frozen=True)
@@ -55,9 +75,10 @@ class StorageConfig:
                           restarts=UPLOADER, parse=bucket_name)
     # Private by default: archived private chats must not be world-readable by URL.
     public_bucket: bool = setting(False, "make every stored object readable by anyone who knows its URL",
-                                  RESTART, restarts=UPLOADER, parse=as_bool)
+                                  RESTART, restarts=UPLOADER, parse=as_bool, needs=(SUPABASE_STORAGE,), idle=_BUCKET)
     file_size_limit: int | None = setting(None, "the bucket's size limit (e.g. 100MB)", RESTART,
-                                          restarts=UPLOADER, parse=parse_size, shown_default="none")
+                                          restarts=UPLOADER, parse=parse_size, shown_default="none",
+                                          needs=(SUPABASE_STORAGE,), idle=_BUCKET)
     allowed_mime_types: tuple[MimePattern, ...] = setting(
         (), "mime types the bucket accepts (wildcards like image/*)", RESTART, restarts=UPLOADER,
         each=MimePattern.parse, shown_default="all")
@@ -66,21 +87,26 @@ class StorageConfig:
 @dataclass(frozen=True)
 class DatabaseConfig:
     connection_string: Secret | None = setting(None, "the archive database (Supabase's Postgres)", RESTART,
-                                               restarts=ARCHIVE_USERS, secret=True)
+                                               restarts=ARCHIVE_USERS, secret=True, needs=(OWN_ARCHIVE_URL_UNSET,),
+                                               idle="archive.database_url is set and wins")
     pool_size: int = setting(10, "accepted for seed 000's config; connections are sized by the stages",
-                             HOT, parse=as_int(1), modes=NO_MODE)
-    max_overflow: int = setting(20, "accepted for seed 000's config; no effect", HOT, parse=as_int(0), modes=NO_MODE)
+                             HOT, parse=as_int(1), modes=NO_MODE, idle=_POOL)
+    max_overflow: int = setting(20, "accepted for seed 000's config; no effect", HOT, parse=as_int(0), modes=NO_MODE,
+                              idle=_POOL)
 
 
 @dataclass(frozen=True)
 class SupabaseConfig:
-    url: str | None = setting(None, "the Supabase project (Storage)", RESTART, restarts=UPLOADER, parse=http_url)
+    url: str | None = setting(None, "the Supabase project (Storage)", RESTART, restarts=UPLOADER, parse=http_url,
+                              needs=(SUPABASE_STORAGE,), idle="only the supabase storage backend talks to the project")
     service_role_key: Secret | None = setting(None, "the project's service key (Storage)", RESTART,
-                                              restarts=UPLOADER, secret=True)
+                                              restarts=UPLOADER, secret=True, needs=(SUPABASE_STORAGE,),
+                                              idle="only the supabase storage backend uses it")
     anon_key: Secret | None = setting(None, "accepted for seed 000's config; never used (it is public)", HOT,
-                                      secret=True, modes=NO_MODE)
+                                      secret=True, modes=NO_MODE,
+                                      idle="read by nothing: Storage is reached with supabase.service_role_key")
     jwt_secret: Secret | None = setting(None, "accepted for seed 000's config; never used", HOT, secret=True,
-                                        modes=NO_MODE)
+                                        modes=NO_MODE, idle="read by nothing: the archiver signs no tokens")
     storage: StorageConfig = section(StorageConfig, "the media bucket")
     database: DatabaseConfig = section(DatabaseConfig, "the archive database")
 
@@ -102,7 +128,8 @@ class ProcessingConfig:
                                  shown_default="100MB")
     batch_size: int = setting(500, "events per batch and transaction", HOT, parse=as_int(1))
     sync_timeout: float = setting(30.0, "the /sync long-poll (a bare number is in ms, as seed 000 writes it)",
-                                  HOT, parse=milliseconds_duration, modes=BOT_MODE, shown_default="30s")
+                                  HOT, parse=milliseconds_duration, modes=BOT_MODE, shown_default="30s",
+                                  idle="the /sync long-poll; synapse_db polls every poll_interval")
     concurrent_uploads: int = setting(5, "media transfers at once", HOT, parse=as_int(1))
     retry_attempts: int = setting(3, "media attempts before a job is dead-lettered", HOT, parse=as_int(1))
     retry_delay: float = setting(5.0, "first media retry delay (doubling); storage outages retry at this pace",
@@ -131,16 +158,18 @@ class SourceConfig:
     # OS user (peer authentication): the setup the README describes.
     synapse_db_url: Secret | None = setting(
         Secret("postgresql:///synapse"), "Synapse's database; a read-only role is enough", RESTART,
-        restarts=SOURCE_READERS | UPLOADER, secret=True, modes=DB_MODE, shown_default="postgresql:///synapse")
+        restarts=SOURCE_READERS | UPLOADER, secret=True, modes=DB_MODE, shown_default="postgresql:///synapse",
+        idle=_SOURCE_DB)
     bridge_db_url: Secret | None = setting(
         None, "mautrix-whatsapp's (bridgev2) database, for WhatsApp ids and names", RESTART,
         restarts=SOURCE_READERS, secret=True)
     media_store_path: Path | None = setting(None, "Synapse's media_store_path", RESTART, restarts=UPLOADER,
-                                            parse=absolute_path, modes=DB_MODE)
+                                            parse=absolute_path, modes=DB_MODE,
+                                            idle="matrix_sync downloads every file over the media API")
     # Synapse's stream_writers.events; the commit-safe bound needs every writer's row.
     event_writers: tuple[str, ...] = setting(
         ("master",), "Synapse's stream_writers.events (the bound needs each writer's position)", RESTART,
-        restarts=SOURCE_READERS, each=as_str, modes=DB_MODE, shown_default="[master]")
+        restarts=SOURCE_READERS, each=as_str, modes=DB_MODE, shown_default="[master]", idle=_SOURCE_DB)
     statement_timeout: float = setting(10.0, "per source statement", RESTART, restarts=SOURCE_READERS,
                                        parse=positive_duration, shown_default="10s")
     bridge_id: str = setting("", "bridgev2 bridge_id (empty for a standalone bridge)", RESTART,
@@ -149,10 +178,10 @@ class SourceConfig:
                                restarts=SOURCE_READERS, parse=as_str)
     auto_discover_bridged_rooms: bool = setting(
         False, "add every bridged portal room to monitored_rooms (seed 001, phase 3)", RESTART,
-        restarts=SOURCE_READERS, parse=as_bool, modes=DB_MODE)
+        restarts=SOURCE_READERS, parse=as_bool, modes=DB_MODE, idle="portal discovery runs in the synapse_db poller")
     # Follow federation backfill (negative stream orderings) with its own cursor.
     follow_backfill: bool = setting(True, "follow federation backfill (negative stream orderings)", RESTART,
-                                    restarts=SOURCE_READERS, parse=as_bool, modes=DB_MODE)
+                                    restarts=SOURCE_READERS, parse=as_bool, modes=DB_MODE, idle=_SOURCE_DB)
 
 
 StorageBackend = Literal["supabase", "file"]
@@ -173,7 +202,8 @@ class ArchiveConfig:
         parse=one_of("supabase", "file"), derive=_default_backend,
         shown_default="supabase if supabase.url is set, else file")
     storage_path: Path = setting(Path("/var/lib/mxarchiverd/media"), "directory of the file backend", RESTART,
-                                 restarts=UPLOADER, parse=absolute_path)
+                                 restarts=UPLOADER, parse=absolute_path, needs=(FILE_STORAGE,),
+                                 idle="the directory of the file storage backend")
 
 
 @dataclass(frozen=True)

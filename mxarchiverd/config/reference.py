@@ -13,7 +13,7 @@ from typing import Any
 
 from mxarchiverd.config.model import Config
 from mxarchiverd.config.secret import Secret
-from mxarchiverd.config.settings import SOURCE_MODES, Declared, Effect, walk
+from mxarchiverd.config.settings import OWN_ARCHIVE_URL_UNSET, SOURCE_MODES, Declared, Effect, Setting, walk
 from mxarchiverd.config.units import MimePattern
 
 _EFFECT_WORDS = {
@@ -24,9 +24,34 @@ _EFFECT_WORDS = {
 }
 
 
-def keys_without_effect(config: Config) -> list[str]:
-    """Keys the file sets that nothing reads in the configured source mode."""
-    return [d.path for d in walk(Config) if d.path in config.given and config.source.mode not in d.setting.modes]
+def facts(config: Config) -> frozenset[str]:
+    """The facts of this configuration that Setting.needs is written in."""
+    found = {f"source.mode: {config.source.mode}", f"archive.storage_backend: {config.archive.storage_backend}"}
+    if config.archive.database_url is None:
+        found.add(OWN_ARCHIVE_URL_UNSET)
+    return frozenset(found)
+
+
+def keys_without_effect(config: Config) -> list[tuple[str, str]]:
+    """(key path, why) for each key the file (or environment) sets that nothing reads here."""
+    known = facts(config)
+    found = []
+    for declared in walk(Config):
+        setting = declared.setting
+        if declared.path not in config.given:
+            continue
+        in_mode = config.source.mode in setting.modes
+        if in_mode and (not setting.needs or known.intersection(setting.needs)):
+            continue
+        found.append((declared.path, _why_idle(setting, in_mode)))
+    return found
+
+
+def _why_idle(setting: Setting, in_mode: bool) -> str:
+    if not setting.modes:
+        return setting.idle or "read by nothing in this release"
+    wanted = [f"source.mode: {m}" for m in setting.modes] if not in_mode else list(setting.needs)
+    return f"has an effect only with {' or '.join(wanted)}" + (f" ({setting.idle})" if setting.idle else "")
 
 
 def reference_table() -> str:

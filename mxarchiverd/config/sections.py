@@ -12,9 +12,13 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from mxarchiverd.config.dsn import dsn_value_problems
 from mxarchiverd.config.model import Config
 from mxarchiverd.config.reader import Problems, Section
 from mxarchiverd.config.settings import Setting, declaration
+
+# e2ee/store.py's rule; repeated here so that config never imports the Matrix client side.
+MIN_PICKLE_KEY_CHARS = 16
 
 # Derived defaults still to compute once the whole config is read: (key path, declaration).
 Pending = list[tuple[str, Setting]]
@@ -94,10 +98,13 @@ def _dsn_problems(config: Config, problems: Problems) -> None:
         if secret is None:
             continue
         try:
-            conninfo_to_dict(secret.value)
+            params = conninfo_to_dict(secret.value)
         except psycopg.Error:
             problems.add(path, "not a connection string libpq can parse (check the quoting; a '%' "
                                "in a URL password must be written %25)")
+            continue
+        for problem in dsn_value_problems(params):
+            problems.add(path, f"connection string option {problem}")
 
 
 def _cross_checks(config: Config, problems: Problems) -> None:
@@ -108,8 +115,20 @@ def _cross_checks(config: Config, problems: Problems) -> None:
         problems.add("daemon.ha.renew_interval", "must be at most half of daemon.ha.lease_duration")
     if config.archive_dsn is None:
         problems.add("archive.database_url", "required: set it or supabase.database.connection_string")
+    if config.source.mode == "matrix_sync":
+        _bot_problems(config, problems)
     if config.archive.storage_backend == "supabase":
         if not config.supabase.url:
             problems.add("supabase.url", "required when archive.storage_backend is supabase")
         if config.supabase.service_role_key is None:
             problems.add("supabase.service_role_key", "required when archive.storage_backend is supabase")
+
+
+def _bot_problems(config: Config, problems: Problems) -> None:
+    matrix = config.matrix
+    if matrix.access_token is None and not (matrix.username and matrix.password):
+        problems.add("matrix", "matrix_sync needs username and password, or access_token")
+    key = matrix.pickle_key.value if matrix.pickle_key else ""
+    if len(key) < MIN_PICKLE_KEY_CHARS or key == "DEFAULT_KEY":
+        problems.add("matrix.pickle_key", f"required in matrix_sync mode: a secret of at least "
+                                          f"{MIN_PICKLE_KEY_CHARS} characters (it encrypts the crypto store)")

@@ -29,6 +29,11 @@ from typing import Any
 
 SOURCE_MODES: tuple[str, ...] = ("synapse_db", "matrix_sync")
 
+# Facts of a configuration that a setting may need (Setting.needs; reference.facts()).
+SUPABASE_STORAGE = "archive.storage_backend: supabase"
+FILE_STORAGE = "archive.storage_backend: file"
+OWN_ARCHIVE_URL_UNSET = "archive.database_url unset"
+
 # Role groups that restart together (the pipeline stages restart as one anyway).
 SOURCE_READERS = frozenset({"poller", "enricher"})
 # The poller reads its cursors there; the lease keeper holds the lease there.
@@ -61,6 +66,11 @@ class Setting:
     secret: bool = False
     # Source modes in which the key has any effect.
     modes: tuple[str, ...] = SOURCE_MODES
+    # Other facts of the configuration, one of which it needs to have an effect
+    # (reference.FACTS: "archive.storage_backend: supabase", ...).
+    needs: tuple[str, ...] = ()
+    # Why it may have no effect, for check-config.
+    idle: str = ""
     # The default as the reference shows it, where the dataclass default does not say it.
     shown_default: str | None = None
     # Computes the value from the rest of the config when the key is absent.
@@ -76,10 +86,11 @@ _KEY = "mxarchiverd"
 
 def setting(default: Any, doc: str, effect: Effect, *, restarts: frozenset[str] = frozenset(),
             parse: Callable[[Any], Any] | None = None, each: Callable[[Any], Any] | None = None,
-            secret: bool = False, modes: tuple[str, ...] = SOURCE_MODES, shown_default: str | None = None,
-            derive: Callable[[Any], Any] | None = None, read: Callable[[Any, str], Any] | None = None) -> Any:
+            secret: bool = False, modes: tuple[str, ...] = SOURCE_MODES, needs: tuple[str, ...] = (), idle: str = "",
+            shown_default: str | None = None, derive: Callable[[Any], Any] | None = None,
+            read: Callable[[Any, str], Any] | None = None) -> Any:
     """A dataclass field carrying its Setting."""
-    declared = Setting(doc, effect, restarts, parse, each, secret, modes, shown_default, derive, read)
+    declared = Setting(doc, effect, restarts, parse, each, secret, modes, needs, idle, shown_default, derive, read)
     return dataclasses.field(default=default, metadata={_KEY: declared})
 
 

@@ -131,7 +131,7 @@ def _missing_signatures(local: LocalIdentity, server: ServerIdentity) -> Bootstr
         raise CrossSigningConflict(
             f"the server's self-signing key for {local.user_id} is {server_ssk}, the state "
             f"directory holds {local.self_signing}, under the same master key")
-    assert server.master_key is not None and server.device_key is not None
+    assert server.master_key is not None and server.device_key is not None and local.self_signing is not None
     ssk_id = f"ed25519:{local.self_signing}"
     device_signed = has_valid_signature(server.device_key, local.user_id, ssk_id,
                                         local.self_signing)

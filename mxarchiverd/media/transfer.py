@@ -47,8 +47,11 @@ def policy_refusal(size: int, mime_type: str, config: Config) -> str | None:
     return None
 
 
-def transfer(job: Job, config: Config, synapse: psycopg.Connection, store: ObjectStore, workdir: Path) -> Stored:
-    with _source_file(job, config, synapse, workdir) as (path, known_mime, known_name):
+def transfer(job: Job, config: Config, synapse: psycopg.Connection | None, store: ObjectStore, workdir: Path,
+             token: str | None = None) -> Stored:
+    """`synapse`: Synapse's database (DB mode), None to fetch every file over the media API
+    with `token` (bot mode: the bot's own; else matrix.access_token)."""
+    with _source_file(job, config, synapse, workdir, token) as (path, known_mime, known_name):
         mime = job.mime_type or known_mime or DEFAULT_MIME
         with _plaintext(job, config, path, workdir) as (plain, decrypted):
             sha256, size = sha256_of(plain)
@@ -61,11 +64,13 @@ def transfer(job: Job, config: Config, synapse: psycopg.Connection, store: Objec
 
 
 @contextlib.contextmanager
-def _source_file(job: Job, config: Config, synapse: psycopg.Connection,
-                 workdir: Path) -> Iterator[tuple[Path, str | None, str | None]]:
+def _source_file(job: Job, config: Config, synapse: psycopg.Connection | None, workdir: Path,
+                 token: str | None) -> Iterator[tuple[Path, str | None, str | None]]:
     """The media store's file when it is there; else a downloaded temporary copy."""
     mxc = parse_mxc(job.matrix_url)
-    found = find_media(synapse, config.source.media_store_path, mxc, config.source.statement_timeout)
+    found = None
+    if synapse is not None:
+        found = find_media(synapse, config.source.media_store_path, mxc, config.source.statement_timeout)
     if found and found.quarantined:
         raise MediaRefused(f"{mxc} is quarantined by a Synapse admin")
     if found and found.path is not None and found.path.is_file():
@@ -73,7 +78,7 @@ def _source_file(job: Job, config: Config, synapse: psycopg.Connection,
         return
     if not config.processing.download_media:
         raise FetchFailed(f"{mxc} is not in the media store and processing.download_media is off")
-    token = config.matrix.access_token.value if config.matrix.access_token else None
+    token = token or (config.matrix.access_token.value if config.matrix.access_token else None)
     path = download(config.matrix.homeserver_url, token, mxc, config.processing.max_file_size, workdir)
     try:
         yield path, found.mime_type if found else None, found.upload_name if found else None

@@ -109,6 +109,8 @@ class HoleBounds:
     after_ts: int | None
     before_event_id: str | None = None  # the bot's join when back; None while out
     before_ts: int | None = None
+    # "unfillable" when nothing the bot may use can page it; else derived from the bounds.
+    state: str | None = None
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,8 @@ def cursor_from_wire(data: Any) -> Cursor:
         for (owner, name), record in _NESTED.items():
             if owner == kind and name in fields:
                 fields[name] = _records(record, fields[name])
-        return _WIRE_TYPES[kind](**fields)  # type: ignore[no-any-return]
+        cursor: Cursor = _WIRE_TYPES[kind](**fields)
+        return cursor
     except (TypeError, ValueError) as exc:
         raise ValueError(f"malformed {kind} cursor: {exc}") from None
 

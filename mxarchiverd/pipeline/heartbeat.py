@@ -17,10 +17,13 @@ from typing import Any
 
 # The numbers a Stage.stats() may report, shown in STATUS= (see status.py):
 #   archived       events written to the archive (dbwriter), cumulative
-#   lag            seconds between the newest source event and now (poller/dbwriter)
+#   lag            stream positions between Synapse's commit-safe bound and the poller's
+#                  forward cursor (poller); positions, not seconds: Synapse's stream has no clock
 #   media_backlog  media jobs waiting (uploader)
 #   errors         errors so far (any stage), cumulative
-STAT_KEYS: tuple[str, ...] = ("archived", "lag", "media_backlog", "errors")
+#   media_dead     dead-lettered media jobs in the archive (uploader); why they died is
+#                  text, which a slot of doubles cannot carry: `mxarchiverd status` reads it
+STAT_KEYS: tuple[str, ...] = ("archived", "lag", "media_backlog", "errors", "media_dead")
 # The lease keeper's (daemon.ha; leadership.py): until when (CLOCK_MONOTONIC) it
 # trusts the lease it holds (0: it holds none), and the lease's fencing token.
 LEADERSHIP_KEYS: tuple[str, ...] = ("lease_until", "fence")

@@ -47,11 +47,14 @@ class EventBatch:
     """Raw events read by a source, and the cursor position reading them took it to.
 
     `events` may be empty: a read that found nothing still moves the cursor over
-    the gap it proved empty.
+    the gap it proved empty. `context` are events that are not this batch's to
+    archive but say who was who (bot mode: the room state a /sync or /messages
+    answer sends along); the enricher reads them for names.
     """
 
     cursor: Cursor
     events: list[RawEvent] = field(default_factory=list)
+    context: list[RawEvent] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,8 @@ ROWS = "rows"
 def to_wire(message: StageMessage) -> dict[str, Any]:
     """The JSON-native form that pipeline/channels.py puts in an envelope."""
     if isinstance(message, EventBatch):
-        return {"kind": EVENTS, "cursor": cursor_to_wire(message.cursor), "events": message.events}
+        return {"kind": EVENTS, "cursor": cursor_to_wire(message.cursor), "events": message.events,
+                "context": message.context}
     return {"kind": ROWS, "cursor": cursor_to_wire(message.cursor), "rows": message.rows, "rooms": message.rooms}
 
 
@@ -81,7 +85,7 @@ def from_wire(data: dict[str, Any]) -> StageMessage:
     kind = data.get("kind")
     cursor = cursor_from_wire(data.get("cursor"))
     if kind == EVENTS:
-        return EventBatch(cursor, _list(data, "events"))
+        return EventBatch(cursor, _list(data, "events"), _list(data, "context"))
     if kind == ROWS:
         return RowBatch(cursor, _list(data, "rows"), _list(data, "rooms"))
     raise ValueError(f"unknown stage message kind: {kind!r}")

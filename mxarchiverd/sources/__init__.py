@@ -18,6 +18,7 @@ from mxarchiverd.sources.base import Source
 # source.mode -> "module:Class" of its follower.
 FOLLOWERS: dict[str, str] = {
     "synapse_db": "mxarchiverd.sources.synapse_db.follower:SynapseFollower",
+    "matrix_sync": "mxarchiverd.sources.matrix_sync.follower:SyncFollower",
 }
 
 

@@ -35,6 +35,9 @@ class Poll:
     batches: list[EventBatch] = field(default_factory=list)
     # More is waiting to be read right now (so the next round starts at once).
     busy: bool = False
+    # Seconds until the next round, when the source knows better than poll_interval
+    # (a rate limit's Retry-After, an outage's backoff).
+    wait: float | None = None
 
 
 class Source(abc.ABC):

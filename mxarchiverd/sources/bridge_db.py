@@ -110,8 +110,8 @@ class BridgeReader:
 
     def ghosts_by_mxid(self, mxids: set[str]) -> dict[str, BridgedMessage]:
         """Sender info for events the bridge has no message row for (deleted, Matrix-side)."""
-        ids = {m: ghost_id_of(m) for m in mxids}
-        wanted = sorted({g for g in ids.values() if g})
+        ids = {m: g for m in mxids if (g := ghost_id_of(m))}
+        wanted = sorted(set(ids.values()))
         if not wanted:
             return {}
         ghosts = {gid: (name, ident) for gid, name, ident in self._rows(GHOSTS_SQL, (self.bridge_id, wanted))}

@@ -84,6 +84,14 @@ class RoomStateCache:
         self.rooms: dict[str, RoomInfo] = {}
         self.histories: dict[tuple[str, str], MemberHistory] = {}
 
+    @staticmethod
+    def ordering(row: dict[str, Any]) -> int | None:
+        """What a row's sender name is looked up by: Synapse's stream ordering."""
+        return row.get("stream_ordering")
+
+    def close(self) -> None:
+        self.reader.conn.close()
+
     def invalidate(self, events: Iterable[dict[str, Any]]) -> None:
         for event in events:
             if event["type"] in ROOM_STATE_TYPES:

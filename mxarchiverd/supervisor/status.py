@@ -24,9 +24,10 @@ _KEY_VALUE_SECRET = re.compile(r"(?P<head>\b(?:password|passwd|secret|token|key)
 @dataclass(frozen=True)
 class Totals:
     archived: float = 0.0
-    lag: float = 0.0
+    lag: float = 0.0  # stream positions, not seconds (heartbeat.STAT_KEYS)
     media_backlog: float = 0.0
     errors: float = 0.0
+    media_dead: float = 0.0  # dead-lettered media jobs in the archive (the uploader counts them)
 
 
 def aggregate(stats: Mapping[str, Mapping[str, float]]) -> Totals:
@@ -37,6 +38,8 @@ def aggregate(stats: Mapping[str, Mapping[str, float]]) -> Totals:
         lag=max((s.get("lag", 0.0) for s in values), default=0.0),
         media_backlog=sum(s.get("media_backlog", 0.0) for s in values),
         errors=sum(s.get("errors", 0.0) for s in values),
+        # Every uploader counts the same queue: the largest count, not the sum.
+        media_dead=max((s.get("media_dead", 0.0) for s in values), default=0.0),
     )
 
 
@@ -67,8 +70,10 @@ def _headline(view: StatusView) -> str:
 
 
 def _numbers(totals: Totals) -> str:
-    return (f"archived {totals.archived:.0f} events, lag {totals.lag:.1f}s, "
-            f"media backlog {totals.media_backlog:.0f}, errors {totals.errors:.0f}")
+    # Dead jobs are shown only when there are some, but then always: they wait for an operator.
+    dead = f", {totals.media_dead:.0f} media jobs dead (see mxarchiverd status)" if totals.media_dead else ""
+    return (f"archived {totals.archived:.0f} events, lag {totals.lag:.0f} positions, "
+            f"media backlog {totals.media_backlog:.0f}{dead}, errors {totals.errors:.0f}")
 
 
 def describe_config_error(error: ConfigError, secrets: Iterable[str]) -> str:

@@ -396,4 +396,6 @@ class Supervisor:
             phase = "standby"
         view = StatusView(phase, self.fleet.states(), aggregate(self.board.stats()),
                           self.fleet.problem, self.reload_error)
-        return render_status(view), (phase, tuple(view.states.items()), view.problem, view.reload_error)
+        # Media jobs starting to die is news, not a counter tick: it goes out at once.
+        meaning = (phase, tuple(view.states.items()), view.problem, view.reload_error, view.totals.media_dead > 0)
+        return render_status(view), meaning

@@ -7,7 +7,7 @@ from mxarchiverd.archive.batches import write_batch
 from mxarchiverd.archive.connection import open_archive
 from mxarchiverd.archive.upkeep import StatisticsUpkeep
 from mxarchiverd.pipeline.messages import RowBatch
-from mxarchiverd.workers.stage import Message, TransformStage
+from mxarchiverd.workers.stage import Message, TransformStage, opened
 
 
 class DbWriter(TransformStage):
@@ -21,8 +21,7 @@ class DbWriter(TransformStage):
         self.batches = 0
 
     def close(self) -> None:
-        conn = getattr(self, "conn", None)
-        if conn is not None:
+        for conn in opened(self, "conn"):
             conn.close()
 
     def handle(self, message: Message) -> list[Message]:

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import time
 
+from mxarchiverd.archive.connection import open_archive
 from mxarchiverd.classify import build_row
 from mxarchiverd.db import connect_source
 from mxarchiverd.enrich import enrich_row, room_summary
 from mxarchiverd.pipeline.messages import ArchiveRow, EventBatch, RoomSummary, RowBatch
 from mxarchiverd.sources.bridge_db import BridgedMessage, BridgeReader
+from mxarchiverd.sources.matrix_sync.room_state import ArchivedRoomState
 from mxarchiverd.sources.room_state import RoomStateCache
 from mxarchiverd.sources.synapse_db.reader import SynapseReader
-from mxarchiverd.workers.stage import Message, TransformStage
+from mxarchiverd.workers.stage import Message, TransformStage, opened
 
 
 class Enricher(TransformStage):
@@ -22,10 +24,7 @@ class Enricher(TransformStage):
     def open(self) -> None:
         source = self.config.source
         deadline = time.monotonic() + self.config.daemon.startup_timeout
-        assert source.synapse_db_url is not None
-        conn = connect_source(source.synapse_db_url.value, purpose="enricher synapse", deadline=deadline,
-                              statement_timeout=source.statement_timeout)
-        self.state = RoomStateCache(SynapseReader(conn))
+        self.state = self._room_state(deadline)
         self.bridge: BridgeReader | None = None
         if source.bridge_db_url is not None:
             bconn = connect_source(source.bridge_db_url.value, purpose="enricher bridge", deadline=deadline,
@@ -33,19 +32,31 @@ class Enricher(TransformStage):
             self.bridge = BridgeReader(bconn, source.bridge_id, source.statement_timeout)
         self.events_seen = 0
 
+    def _room_state(self, deadline: float) -> RoomStateCache | ArchivedRoomState:
+        """Names from Synapse's database, or in bot mode from the state events archived so far."""
+        source = self.config.source
+        if source.mode == "matrix_sync":
+            return ArchivedRoomState(open_archive(self.config, purpose="enricher", deadline=deadline,
+                                                  autocommit=True))
+        assert source.synapse_db_url is not None
+        conn = connect_source(source.synapse_db_url.value, purpose="enricher synapse", deadline=deadline,
+                              statement_timeout=source.statement_timeout)
+        return RoomStateCache(SynapseReader(conn))
+
     def close(self) -> None:
-        self.state.reader.conn.close()
-        if self.bridge:
-            self.bridge.conn.close()
+        for state in opened(self, "state"):
+            state.close()
+        for bridge in opened(self, "bridge"):
+            bridge.conn.close()
 
     def handle(self, message: Message) -> list[Message]:
         assert isinstance(message, EventBatch)
         events = message.events
-        self.state.invalidate(events)
+        self.state.invalidate(message.context + events)
         thumbnails = self.config.processing.media_thumbnails
         rows = [build_row(event, thumbnails=thumbnails) for event in events]
         rooms = self._rooms(rows)
-        names = self.state.display_names([(row["room_id"], row["sender"], row["stream_ordering"]) for row in rows])
+        names = self.state.display_names([(row["room_id"], row["sender"], self.state.ordering(row)) for row in rows])
         bridged = self._bridged(rows, rooms)
         for row, name in zip(rows, names, strict=True):
             enrich_row(row, rooms[row["room_id"]], name, bridged.get(row["event_id"]) or bridged.get(row["sender"]))

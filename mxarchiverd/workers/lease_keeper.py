@@ -17,9 +17,9 @@ import psycopg
 from mxarchiverd.archive import leadership as lease_store
 from mxarchiverd.archive.connection import open_archive
 from mxarchiverd.db import DatabaseUnavailable, first_line
-from mxarchiverd.exitcodes import ExitCode
+from mxarchiverd.exitcodes import BootError, ExitCode
 from mxarchiverd.leadership import Act, Standing, Timing, after_acquire, after_error, after_renew, next_act, round_delay
-from mxarchiverd.workers.stage import BootError, Message, SourceStage
+from mxarchiverd.workers.stage import Message, SourceStage
 
 log = logging.getLogger(__name__)
 

@@ -32,4 +32,6 @@ class Poller(SourceStage):
     def produce(self) -> tuple[list[Message], float]:
         assert self.source is not None
         poll = self.source.poll()
+        if poll.wait is not None:
+            return list(poll.batches), poll.wait
         return list(poll.batches), 0.0 if poll.busy else self.config.processing.poll_interval

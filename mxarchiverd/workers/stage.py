@@ -8,23 +8,14 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from mxarchiverd.archive.leadership import Fence
 from mxarchiverd.config import Config
-from mxarchiverd.exitcodes import ExitCode
 from mxarchiverd.pipeline.messages import StageMessage
 
 # The runner turns messages into versioned orjson envelopes (pipeline/channels.py).
 Message = StageMessage
-
-
-class BootError(Exception):
-    """A stage cannot start and restarting it will not help until something changes."""
-
-    def __init__(self, message: str, exit_code: ExitCode = ExitCode.UNAVAILABLE) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 class Stage(abc.ABC):
@@ -60,6 +51,17 @@ class Stage(abc.ABC):
         (transfers on worker threads). Holding work without progress for
         daemon.heartbeat_timeout gets the stage restarted as stuck."""
         return False
+
+
+def opened(stage: Stage, *names: str) -> list[Any]:
+    """The named attributes that open() got as far as setting (and that are not None).
+
+    close() runs after a failed open() too (workers/runner.py), so it must close what
+    open() did open without tripping over what it never reached: an AttributeError
+    there would be logged on top of the real start-up error.
+    """
+    found = vars(stage)
+    return [found[name] for name in names if found.get(name) is not None]
 
 
 class SourceStage(Stage):

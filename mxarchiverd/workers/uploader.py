@@ -2,7 +2,10 @@
 
 `concurrent_uploads` transfers run on worker threads (I/O bound: disk, HTTP);
 the stage's own loop only claims, collects results and extends leases, so its
-heartbeat stays fresh however long a 60 MB upload takes.
+heartbeat stays fresh however long a 60 MB upload takes. It never reports
+holding work (Stage.holding): a large file on a slow link may take longer than
+the heartbeat timeout and still be progressing, and a transfer that hangs is
+ended by its HTTP timeouts, its job by the lease.
 """
 from __future__ import annotations
 
@@ -13,21 +16,28 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
-from mxarchiverd.db import DatabaseUnavailable, read_only_options
-from mxarchiverd.media import jobs as sql
+from mxarchiverd.config import Config
+
+from mxarchiverd.archive.connection import archive_pool
+from mxarchiverd.archive.media_queue import MediaQueue, Recorded, Upload
+from mxarchiverd.db import first_line, open_pool, read_only_options
 from mxarchiverd.media.errors import MediaRefused
 from mxarchiverd.media.fetch import FetchFailed
-from mxarchiverd.media.jobs import Job, plan_failure
+from mxarchiverd.media.jobs import FailureKind, Job, plan_failure
 from mxarchiverd.media.transfer import Stored, transfer
 from mxarchiverd.sinks.storage import ObjectStore, StorageError, open_store
-from mxarchiverd.workers.stage import SourceStage
+from mxarchiverd.workers.stage import Message, SourceStage, opened
 
 log = logging.getLogger(__name__)
 LEASE_REFRESH = 30.0
 BACKLOG_EVERY = 5.0
+# Deaths are reported together at most this often: loud, but not one line per file.
+DEATH_REPORT_EVERY = 10.0
 IDLE_POLL = 1.0
+# A database that is down or dropped the connection: an outage, retried like one.
+DATABASE_ERRORS = (psycopg.OperationalError, PoolTimeout)
 
 
 class Uploader(SourceStage):
@@ -35,11 +45,15 @@ class Uploader(SourceStage):
 
     def open(self) -> None:
         slots = self.config.processing.concurrent_uploads
-        assert self.config.archive_dsn is not None and self.config.source.synapse_db_url is not None
-        self.archive = _pool(self.config.archive_dsn, "uploader", slots + 1, self.config.daemon.startup_timeout)
-        self.synapse = _pool(self.config.source.synapse_db_url.value, "uploader synapse", slots,
-                             self.config.daemon.startup_timeout,
-                             read_only_options(self.config.source.statement_timeout))
+        self.archive = archive_pool(self.config, purpose="uploader", size=slots + 1)
+        self.queue = MediaQueue(self.archive, self.config.supabase.storage.bucket)
+        # Bot mode reads no database of Synapse's: every file comes over the media API.
+        self.synapse: ConnectionPool | None = None
+        if self.config.source.mode == "synapse_db":
+            assert self.config.source.synapse_db_url is not None
+            self.synapse = open_pool(self.config.source.synapse_db_url.value, "uploader synapse", slots,
+                                     self.config.daemon.startup_timeout,
+                                     options=read_only_options(self.config.source.statement_timeout))
         self.store: ObjectStore = open_store(self.config)
         # Checked in produce(), not here: storage being down must not crash-loop the
         # uploader (and with it the unit) while messages can still be archived.
@@ -50,28 +64,55 @@ class Uploader(SourceStage):
         self.next_refresh = time.monotonic() + LEASE_REFRESH
         self.counts = {"uploaded": 0, "refused": 0, "failed": 0}
         self.backlog, self.next_backlog_count = 0, 0.0
+        self.dead: int | None = None  # dead jobs in the archive, as last counted
+        # Reasons of the jobs this uploader dead-lettered since the last report
+        # (appended on worker threads: list.append is atomic).
+        self.deaths: list[str] = []
+        self.next_death_report = 0.0
 
     def close(self) -> None:
-        self.threads.shutdown(wait=True, cancel_futures=True)
-        self.store.close()
-        self.archive.close()
-        self.synapse.close()
-        for leftover in self.workdir.glob("*"):
-            leftover.unlink(missing_ok=True)
-        self.workdir.rmdir()
+        for threads in opened(self, "threads"):
+            threads.shutdown(wait=True, cancel_futures=True)
+        if opened(self, "deaths"):
+            self.next_death_report = 0.0
+            self._report_deaths()  # what died in the last round is told before exit
+        for resource in opened(self, "store", "archive", "synapse"):
+            resource.close()
+        for workdir in opened(self, "workdir"):
+            for leftover in workdir.glob("*"):
+                leftover.unlink(missing_ok=True)
+            workdir.rmdir()
 
     def stats(self) -> dict[str, float]:
-        """media_backlog: jobs waiting (pending or purge), counted at most every BACKLOG_EVERY seconds."""
+        """media_backlog: jobs waiting (pending or purge), media_dead: dead-lettered jobs;
+        both counted at most every BACKLOG_EVERY seconds."""
         if time.monotonic() >= self.next_backlog_count:
             self.next_backlog_count = time.monotonic() + BACKLOG_EVERY
-            with self.archive.connection() as conn:
-                self.backlog = conn.execute(sql.BACKLOG_SQL).fetchone()[0]
-        return {"media_backlog": float(self.backlog), "errors": float(self.counts["failed"] + self.counts["refused"])}
+            self.backlog = self.queue.backlog()
+            self._dead_counted(self.queue.dead())
+        return {"media_backlog": float(self.backlog), "errors": float(self.counts["failed"] + self.counts["refused"]),
+                "media_dead": float(self.dead or 0)}
 
-    def produce(self) -> tuple[list[dict[str, object]], float]:
+    def _dead_counted(self, dead: int) -> None:
+        if self.dead is None and dead:
+            log.warning("%d media job(s) are dead in the archive; `mxarchiverd status` shows why,"
+                        " `mxarchiverd media-retry` queues them again", dead)
+        self.dead = dead
+
+    def _report_deaths(self) -> None:
+        """A WARNING with the count of jobs that died since the last report and the last reason."""
+        if not self.deaths or time.monotonic() < self.next_death_report:
+            return
+        self.next_death_report = time.monotonic() + DEATH_REPORT_EVERY
+        died, self.deaths = self.deaths, []
+        log.warning("%d media job(s) went dead (retries used up); last reason: %s; `mxarchiverd status` counts them,"
+                    " `mxarchiverd media-retry` queues them again once the cause is fixed", len(died), died[-1])
+
+    def produce(self) -> tuple[list[Message], float]:
         if not self.bucket_ready and not self._ensure_bucket():
             return [], self.config.processing.retry_delay
         self._collect()
+        self._report_deaths()
         self._refresh_leases()
         free = self.config.processing.concurrent_uploads - len(self.running)
         claimed = self._claim(free) if free > 0 else []
@@ -91,22 +132,32 @@ class Uploader(SourceStage):
         return True
 
     def _claim(self, limit: int) -> list[Job]:
-        with self.archive.connection() as conn:
-            rows = conn.execute(sql.CLAIM_SQL, {"lease": sql.LEASE_SECONDS, "limit": limit}).fetchall()
-        return [Job(*row) for row in rows]
+        return self.queue.claim(limit)
 
     def _collect(self) -> None:
         for future in [f for f in self.running if f.done()]:
             job = self.running.pop(future)
-            if future.exception() is not None:
-                log.error("media job %s failed unexpectedly: %s", job.id, future.exception())
+            self.beat()  # a finished transfer is progress
+            failure = future.exception()
+            if failure is not None:
+                self._worker_failed(job, failure)
+
+    def _worker_failed(self, job: Job, failure: BaseException) -> None:
+        """A worker raised what _run does not expect: the job is due again after retry_delay
+        (as any failure) instead of waiting out its lease; a database error, as any outage,
+        uses up no attempt. If the archive cannot take even that, the lease is the fallback."""
+        log.error("media job %s failed unexpectedly: %s: %s", job.id, type(failure).__name__, failure)
+        kind: FailureKind = "transient" if isinstance(failure, DATABASE_ERRORS) else "counted"
+        try:
+            self._fail(job, kind, f"unexpected {type(failure).__name__}: {failure}")
+        except DATABASE_ERRORS as exc:
+            log.warning("media job %s stays leased until the archive answers: %s", job.id, first_line(exc))
 
     def _refresh_leases(self) -> None:
         if time.monotonic() < self.next_refresh or not self.running:
             return
         self.next_refresh = time.monotonic() + LEASE_REFRESH
-        with self.archive.connection() as conn:
-            conn.execute(sql.EXTEND_LEASES_SQL, {"lease": sql.LEASE_SECONDS, "ids": [j.id for j in self.running.values()]})
+        self.queue.extend_leases([j.id for j in self.running.values()])
 
     # --- on worker threads -------------------------------------------------
 
@@ -115,8 +166,9 @@ class Uploader(SourceStage):
             self._purge(job)
             return
         try:
-            with self.synapse.connection() as synapse:
-                stored = transfer(job, self.config, synapse, self.store, self.workdir)
+            stored = self._transfer(job)
+        except DATABASE_ERRORS as exc:
+            self._fail(job, "transient", f"Synapse's database: {first_line(exc)}")
         except MediaRefused as exc:
             self._fail(job, "refused", exc.reason)
         except StorageError as exc:
@@ -126,105 +178,58 @@ class Uploader(SourceStage):
         else:
             self._record(job, stored)
 
-    def _record(self, job: Job, stored: Stored) -> None:
-        bucket = self.config.supabase.storage.bucket
-        with self.archive.connection() as conn, conn.transaction():
-            _lock_object(conn, stored.object_path)
-            if _deleted_since_claim(conn, job) and _upload_again(conn, job):
-                return
-            if conn.execute(sql.MARK_DONE_SQL, {"id": job.id}).fetchone() is None:
-                self._release_lost_job(conn, job, stored.object_path)
-                return
-            media_id = conn.execute(sql.RECORD_MEDIA_SQL, {
-                "event_id": job.event_id, "media_type": sql.media_type_label(job.media_type),
-                "original_filename": stored.filename, "file_size": stored.size, "mime_type": stored.mime_type,
-                "matrix_url": job.matrix_url, "storage_bucket": bucket, "storage_path": stored.object_path,
-                "public_url": self.store.object_url(stored.object_path), "media_kind": job.media_kind,
-                "sha256": stored.sha256, "encrypted": job.encrypted_file is not None,
-            }).fetchone()[0]
-            if self.config.processing.analysis_jobs and job.media_kind == "file":
-                conn.execute(sql.ANALYSIS_JOB_SQL, {"media_id": media_id, "event_id": job.event_id,
-                                                    "storage_bucket": bucket, "storage_path": stored.object_path,
-                                                    "mime_type": stored.mime_type})
-        self.counts["uploaded"] += 1
+    def _transfer(self, job: Job) -> Stored:
+        """transfer() on a checked connection; one the server dropped while we held it
+        (broken) is thrown away by the pool, and the job goes again on a fresh one."""
+        if self.synapse is None:
+            return transfer(job, self.config, None, self.store, self.workdir, token=bot_media_token(self.config))
+        for attempt in (1, 2):
+            with self.synapse.connection() as synapse:
+                try:
+                    return transfer(job, self.config, synapse, self.store, self.workdir)
+                except psycopg.OperationalError:
+                    if attempt == 2 or not synapse.broken:
+                        raise
+        raise AssertionError("unreachable")
 
-    def _release_lost_job(self, conn: psycopg.Connection, job: Job, object_path: str) -> None:
-        """The job left 'pending' while we uploaded: purged (take our copy back out) or
-        finished by an uploader that claimed it after our lease ran out (keep it)."""
-        row = conn.execute(sql.JOB_STATE_SQL, {"id": job.id}).fetchone()
-        state = row[0] if row else None
-        if not sql.should_delete_object(state, self._still_used(conn, job, object_path)):
-            return
+    def _record(self, job: Job, stored: Stored) -> None:
+        upload = Upload(stored.object_path, self.store.object_url(stored.object_path), stored.filename, stored.size,
+                        stored.mime_type, stored.sha256)
+        recorded = self.queue.record(job, upload, analysis=self.config.processing.analysis_jobs,
+                                     delete=self._delete_quietly)
+        if recorded is Recorded.DONE:
+            self.counts["uploaded"] += 1
+
+    def _delete_quietly(self, object_path: str) -> bool:
         try:
             self.store.delete(object_path)
         except StorageError as exc:
-            log.warning("could not take back the upload of purged %s: %s", job.event_id, exc)
-            return
-        conn.execute(sql.OBJECT_DELETED_SQL, {"id": job.id})
+            log.warning("could not take back the upload %s: %s", object_path, exc)
+            return False
+        return True
 
-    def _fail(self, job: Job, kind: sql.FailureKind, reason: str) -> None:
+    def _fail(self, job: Job, kind: FailureKind, reason: str) -> None:
         processing = self.config.processing
         plan = plan_failure(kind, job.attempts, processing.retry_attempts, processing.retry_delay)
         log.warning("media job %s (%s of %s): %s -> %s", job.id, job.matrix_url[:120], job.event_id, reason, plan.state)
-        with self.archive.connection() as conn:
-            conn.execute(sql.RESCHEDULE_SQL, {"id": job.id, "state": plan.state, "counted": plan.counted,
-                                              "error": reason[:1000], "delay": plan.delay})
+        self.queue.reschedule(job, plan, reason)
         self.counts["refused" if plan.state == "refused" else "failed"] += 1
+        if plan.state == "dead":
+            self.deaths.append(reason[:300])
 
     def _purge(self, job: Job) -> None:
         """Drop a redacted message's archived file; the object goes only if nothing else uses it."""
-        path = job.object_path
         try:
-            with self.archive.connection() as conn, conn.transaction():
-                _lock_object(conn, path)
-                if sql.should_delete_object(job.state, self._still_used(conn, job, path)):
-                    self.store.delete(path)
-                    conn.execute(sql.OBJECT_DELETED_SQL, {"id": job.id})
-                conn.execute(sql.PURGED_SQL, {"id": job.id})
+            self.queue.purge(job, self.store.delete)
         except StorageError as exc:
             log.warning("could not delete purged media of %s yet: %s", job.event_id, exc)
             # the lease runs out and the purge is tried again
 
-    def _still_used(self, conn: psycopg.Connection, job: Job, object_path: str) -> bool:
-        return bool(conn.execute(sql.LIVE_REFERENCE_SQL, {
-            "matrix_url": job.matrix_url, "media_kind": job.media_kind, "id": job.id, "event_id": job.event_id,
-            "bucket": self.config.supabase.storage.bucket, "path": object_path,
-        }).fetchone()[0])
 
+def bot_media_token(config: Config) -> str | None:
+    """The bot's own access token (the poller keeps it in the state directory; it may
+    change after a soft logout, so it is read for each transfer)."""
+    from mxarchiverd.sources.matrix_sync.session import load_session, session_path
 
-def _lock_object(conn: psycopg.Connection, object_path: str) -> None:
-    """Serialise deleting an object with recording an upload of it (held until commit)."""
-    conn.execute(sql.OBJECT_LOCK_SQL, {"space": sql.OBJECT_LOCK_SPACE, "path": object_path})
-
-
-def _upload_again(conn: psycopg.Connection, job: Job) -> bool:
-    """Another message's purge deleted this object, maybe after our upload: rather than
-    record a missing file, the job (if still ours to finish) is due again at once."""
-    return conn.execute(sql.RESCHEDULE_SQL, {
-        "id": job.id, "state": "pending", "counted": 0, "delay": 0.0,
-        "error": "the object was deleted by a concurrent purge; uploading again",
-    }).rowcount == 1
-
-
-def _deleted_since_claim(conn: psycopg.Connection, job: Job) -> bool:
-    if job.claimed_at is None:
-        return False
-    return bool(conn.execute(sql.DELETED_SINCE_SQL, {
-        "matrix_url": job.matrix_url, "media_kind": job.media_kind, "claimed_at": job.claimed_at,
-    }).fetchone()[0])
-
-
-def _pool(dsn: str, purpose: str, size: int, timeout: float, options: str | None = None) -> ConnectionPool:
-    """options: libpq startup options (a source's read-only session); None for the archive,
-    which may sit behind a transaction-mode pooler that refuses them."""
-    kwargs: dict[str, object] = {"autocommit": True, "prepare_threshold": None,
-                                 "application_name": f"mxarchiverd {purpose}"}
-    if options is not None:
-        kwargs["options"] = options
-    pool = ConnectionPool(dsn, min_size=1, max_size=size, open=False, name=purpose, kwargs=kwargs)
-    try:
-        pool.open(wait=True, timeout=max(timeout, 1.0))
-    except Exception:  # noqa: BLE001 - psycopg_pool raises PoolTimeout after its own retries
-        pool.close()
-        raise DatabaseUnavailable(f"{purpose} database unreachable") from None
-    return pool
+    stored = load_session(session_path(config.matrix.state_dir))
+    return stored.access_token if stored else None

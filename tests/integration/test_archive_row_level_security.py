@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import psycopg
 
-from mxarchiverd.migrate import available_migrations, migrate
+from mxarchiverd.archive.migrations import available_migrations, migrate
 
 TABLES_SQL = """
 SELECT n.nspname || '.' || c.relname, c.relrowsecurity

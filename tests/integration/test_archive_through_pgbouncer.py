@@ -13,7 +13,6 @@ from tests.support.daemon import Daemon, Entry
 from tests.support.pgbouncer import POOL_SIZE, PgBouncer
 from tests.support.postgres import PgServer
 from tests.support.traffic import LiveTraffic, archive_ids, source_ids
-from tests.support.waiting import wait_for
 
 ROOMS = ["!bouncer0:synth.test", "!bouncer1:synth.test"]
 
@@ -57,7 +56,7 @@ def test_migrate_run_status_and_verify_through_pgbouncer(pgbouncer: PgBouncer, p
         "daemon:\n  startup_timeout: 30s\n  ha:\n    enabled: true\n    lease_duration: 4s\n    renew_interval: 1s\n"
         "    holder: bounced\n")
     migrated = daemon.cli("migrate")
-    assert migrated.returncode == 0 and "008_leadership" in migrated.stdout, migrated.stderr
+    assert migrated.returncode == 0 and "009_leadership" in migrated.stdout, migrated.stderr
     traffic = LiveTraffic(synapse_schema_db, ROOMS)
     for _ in range(150):
         traffic.write_one()

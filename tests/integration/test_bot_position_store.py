@@ -15,7 +15,7 @@ from mxarchiverd.archive.cursors import store_cursor
 from mxarchiverd.archive.sync_state import (
     load_memberships, load_pending_jobs, load_sync_token, load_unfilled_holes,
 )
-from mxarchiverd.migrate import migrate
+from mxarchiverd.archive.migrations import migrate
 from mxarchiverd.pipeline.cursors import HoleBounds, Membership, PageCursor, Pagination, SyncCursor
 
 ROOM, OTHER = "!room:bot.test", "!other:bot.test"

@@ -61,3 +61,27 @@ def test_a_long_rate_limit_is_raised_with_the_servers_delay(limited_synapse: Syn
             assert joined == rooms
     finally:
         alice.close()
+
+
+def test_the_archiver_completes_its_run_on_a_rate_limited_homeserver(limited_synapse: SynapseServer,
+                                                                     fresh_db: str, tmp_path: Path) -> None:
+    import psycopg
+
+    from tests.support.pipeline import bot_pipeline, write_bot_config
+
+    alice = NioDriver.register(limited_synapse, unique("alice"), tmp_path / "drivers")
+    try:
+        bot_id, password = register_bot(limited_synapse, unique("archiver"))
+        rooms = [alice.create_room(name=f"limited {i}", invite=(bot_id,)) for i in range(4)]
+        sent = [alice.send_text(room, f"hello {room}") for room in rooms]  # rc_message: 429s for alice too
+        config = write_bot_config(tmp_path, limited_synapse.base_url, bot_id, password, fresh_db,
+                                  "rooms:\n" + "".join(f"  - room_id: '{r}'\n" for r in rooms))
+        with bot_pipeline(config) as p:
+            p.run_until_caught_up(timeout_s=180)
+            limited = p.poller.source.client.stats.rate_limited  # type: ignore[attr-defined]
+        with psycopg.connect(fresh_db) as conn:
+            archived = {r[0] for r in conn.execute("SELECT event_id FROM archived_messages")}
+        assert set(sent) <= archived
+        assert limited >= 2  # the joins of four rooms at 0.5/s with a burst of one were refused, then waited out
+    finally:
+        alice.close()

@@ -11,7 +11,7 @@ import pytest
 from mxarchiverd.archive import leadership as lease
 from mxarchiverd.archive.batches import write_batch
 from mxarchiverd.archive.leadership import Fence, Fenced, check_fence
-from mxarchiverd.migrate import migrate
+from mxarchiverd.archive.migrations import migrate
 from mxarchiverd.pipeline.cursors import StreamCursor
 from mxarchiverd.pipeline.messages import RowBatch
 from tests.support.waiting import wait_for

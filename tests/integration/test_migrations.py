@@ -8,7 +8,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from mxarchiverd.migrate import SchemaMismatch, applied_versions, available_migrations, check_current, migrate
+from mxarchiverd.archive.migrations import SchemaMismatch, applied_versions, available_migrations, check_current, migrate
 from tests.support.postgres import PgServer
 
 SEED_TABLES = ("archived_messages", "archived_media", "monitored_rooms")

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from mxarchiverd.config import Config
-from mxarchiverd.migrate import migrate
+from mxarchiverd.archive.migrations import migrate
 from mxarchiverd.preflight import preflight
 from mxarchiverd.workers.enricher import Enricher
 from mxarchiverd.workers.poller import Poller

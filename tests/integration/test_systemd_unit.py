@@ -50,7 +50,7 @@ def test_notify_contract() -> None:
 
 def test_boot_errors_stop_systemd_but_an_unreachable_database_does_not() -> None:
     codes = {int(code) for code in service()["RestartPreventExitStatus"].split()}
-    assert codes == {ExitCode.CONFIG, ExitCode.SCHEMA_MISMATCH}
+    assert codes == {ExitCode.CONFIG, ExitCode.SCHEMA_MISMATCH, ExitCode.PERMISSION}
     assert ExitCode.UNAVAILABLE not in codes and ExitCode.RESTART_LIMIT not in codes
     assert service()["Restart"] == "on-failure"
 

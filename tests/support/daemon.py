@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Sequence, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from signal import SIGKILL
@@ -139,8 +139,13 @@ class Daemon:
     def __init__(self, workdir: Path, *, entry: Entry = Entry.SCRIPT, config_path: Path | None = None,
                  log_path: Path | None = None, base_config: Mapping[str, Any] | None = None,
                  stages: Mapping[str, str] | None = None, env: Mapping[str, str] | None = None,
-                 notify: bool = False, watchdog_usec: int | None = None) -> None:
+                 notify: bool = False, watchdog_usec: int | None = None, program: Sequence[str] | None = None,
+                 cwd: Path | None = None, env_base: Mapping[str, str] | None = None) -> None:
         self.workdir = workdir
+        # Another install's `mxarchiverd` (an installed wheel), run from `cwd`, in `env_base`.
+        self.program = list(program) if program is not None else None
+        self.cwd = cwd
+        self.env_base = env_base
         self.entry = entry
         self.config_path = config_path or workdir / "config.yaml"
         self.log_path = log_path or workdir / "daemon.log"
@@ -174,7 +179,7 @@ class Daemon:
             extra["WATCHDOG_USEC"] = str(self.watchdog_usec)
         if self.stages is not None:
             extra[STAGES_VARIABLE] = json.dumps(self.stages)
-        return clean_env(os.environ, extra)
+        return clean_env(os.environ if self.env_base is None else self.env_base, extra)
 
     def start(self) -> Self:
         if self.proc is not None:
@@ -186,8 +191,10 @@ class Daemon:
             self.started_at = time.time()
             # Its own session: the supervisor, its fork server and its workers form
             # one process group, so that whatever outlives the supervisor is found.
-            self.proc = subprocess.Popen(command(self.entry, self.config_path), env=self.child_env(),
-                                         cwd=self.config_path.parent, stdin=subprocess.DEVNULL, stdout=log,
+            argv = ([*self.program, "--config", str(self.config_path), "run"] if self.program is not None
+                    else command(self.entry, self.config_path))
+            self.proc = subprocess.Popen(argv, env=self.child_env(),
+                                         cwd=self.cwd or self.config_path.parent, stdin=subprocess.DEVNULL, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
         self.ident = processes.identify(self.proc.pid) or ProcessId(self.proc.pid, 0)
         return self

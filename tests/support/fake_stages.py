@@ -26,7 +26,8 @@ from mxarchiverd.config import Config
 from mxarchiverd.exitcodes import ExitCode
 from mxarchiverd.pipeline.cursors import StreamCursor
 from mxarchiverd.pipeline.messages import EventBatch, RowBatch
-from mxarchiverd.workers.stage import BootError, Message, SourceStage, Stage, TransformStage
+from mxarchiverd.exitcodes import BootError
+from mxarchiverd.workers.stage import Message, SourceStage, Stage, TransformStage
 
 DIR_VARIABLE = "MXARCHIVERD_FAKE_DIR"
 

@@ -40,7 +40,7 @@ class NotifyListener:
         while self._running:
             try:
                 data = self.sock.recv(65536)
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             with self._lock:
                 self.messages.append((time.monotonic(), data.decode()))

@@ -7,7 +7,7 @@ simulated by encoding each message with orjson as the channels do.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ import psycopg
 
 from mxarchiverd.config import load_config
 from mxarchiverd.config.model import Config
-from mxarchiverd.migrate import migrate
+from mxarchiverd.archive.migrations import migrate
 from mxarchiverd.pipeline.messages import StageMessage, from_wire, to_wire
 from mxarchiverd.sources.synapse_db.follower import SynapseFollower
 from mxarchiverd.workers.dbwriter import DbWriter
@@ -90,6 +90,55 @@ class InProcessPipeline:
 def through_queue(message: StageMessage) -> StageMessage:
     """The message as the next stage gets it: through the wire form and orjson."""
     return from_wire(orjson.loads(orjson.dumps(to_wire(message))))
+
+
+class BotPipeline(InProcessPipeline):
+    """The same three stages with the bot (matrix_sync) source: caught up once the bot
+    has no pagination left and a sync brought nothing new."""
+
+    def caught_up(self) -> bool:
+        jobs = self.poller.source.coverage.jobs
+        return not jobs
+
+    def run_until_caught_up(self, timeout_s: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        quiet = 0
+        while True:
+            moved = self.round()
+            quiet = quiet + 1 if not moved and self.caught_up() else 0
+            if quiet >= 2:  # two rounds in a row: the sync after the last page brought nothing
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError("the bot pipeline did not catch up")
+
+    def run_until(self, condition: Callable[[], bool], timeout_s: float = 60.0, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            self.round()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the bot pipeline did not reach: {what}")
+
+
+def write_bot_config(tmp_path: Path, homeserver_url: str, user_id: str, password: str, archive_dsn: str,
+                     extra: str = "", matrix_extra: str = "") -> Config:
+    """A matrix_sync config: the bot's account, a state directory, short long-polls."""
+    path = tmp_path / "mxarchiver-bot.yaml"
+    path.write_text(
+        f"source:\n  mode: matrix_sync\nmatrix:\n  homeserver_url: '{homeserver_url}'\n  username: '{user_id}'\n"
+        f"  password: '{password}'\n  pickle_key: 'bot-pickle-key-for-tests-0123'\n"
+        f"  state_dir: {tmp_path / 'bot-state'}\n{matrix_extra}"
+        f"archive:\n  database_url: '{archive_dsn}'\n  storage_path: {tmp_path / 'bot-media'}\n"
+        "processing:\n  sync_timeout: 200ms\n  poll_interval: 50ms\n" + extra)
+    return load_config(str(path), {})
+
+
+@contextmanager
+def bot_pipeline(config: Config) -> Iterator[BotPipeline]:
+    p = BotPipeline(config)
+    try:
+        yield p
+    finally:
+        p.close()
 
 
 @contextmanager

@@ -127,7 +127,7 @@ class TestHeartbeat:
     def test_stats_keep_known_numeric_keys_only(self) -> None:
         slot = HeartbeatBoard(multiprocessing.get_context("spawn"), ("dbwriter",)).slot("dbwriter")
         slot.write_stats({"archived": 1200, "lag": 0.5, "bogus": 3, "errors": "many"})  # type: ignore[dict-item]
-        assert slot.stats() == {"archived": 1200.0, "lag": 0.5, "media_backlog": 0.0, "errors": 0.0}
+        assert slot.stats() == {"archived": 1200.0, "lag": 0.5, "media_backlog": 0.0, "errors": 0.0, "media_dead": 0.0}
         assert set(slot.stats()) == set(STAT_KEYS)
 
     def test_a_slot_travels_to_a_spawned_child(self, tmp_path: Path) -> None:

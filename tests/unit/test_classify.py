@@ -69,7 +69,8 @@ def test_wrong_types_never_raise() -> None:
 
 
 def test_nul_escape_keeps_exact_text_and_strips_nul_from_every_field() -> None:
-    text = '{"type":"m.room.message","content":{"msgtype":"m.text","body":"a\\u0000b","m.relates_to":{"m.in_reply_to":{"event_id":"$x\\u0000"}}}}'
+    text = ('{"type":"m.room.message","content":{"msgtype":"m.text","body":"a\\u0000b",'
+            '"m.relates_to":{"m.in_reply_to":{"event_id":"$x\\u0000"}}}}')
     row = build_row(source(None, json_text=text))
     assert row["event"] is None and row["event_raw"] == text
     assert row["content"]["body"] == "a\ufffdb" and row["reply_to_event_id"] == "$x\ufffd"

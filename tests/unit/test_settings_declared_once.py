@@ -10,9 +10,6 @@ from mxarchiverd.config.reference import keys_without_effect, reference_table
 from mxarchiverd.config.settings import Effect, walk
 
 REPO = Path(__file__).resolve().parents[2]
-SEED_000 = REPO / "tests" / "support" / "seed000_config.yaml"
-SEED_ENV = {"ARCHIVER_PASSWORD": "pw", "SUPABASE_URL": "https://p.supabase.co", "SUPABASE_SERVICE_ROLE_KEY": "k",
-            "SUPABASE_ANON_KEY": "a", "SUPABASE_JWT_SECRET": "j", "SUPABASE_DB_URL": "postgresql://u:p@h/db"}
 
 
 def test_every_field_of_the_model_is_declared() -> None:
@@ -50,19 +47,12 @@ def test_the_readme_table_is_the_generated_reference() -> None:
         "README.md's configuration table is stale: run `python -m mxarchiverd.config.reference`")
 
 
-def test_keys_without_effect_in_the_database_mode_are_named() -> None:
-    config = load_config(str(SEED_000), SEED_ENV)
-    assert config.source.mode == "synapse_db"
-    assert keys_without_effect(config) == [
-        "matrix.username", "matrix.password", "matrix.device_name", "supabase.anon_key", "supabase.jwt_secret",
-        "supabase.database.pool_size", "supabase.database.max_overflow", "processing.sync_timeout"]
-
-
 def test_keys_a_file_does_not_set_are_never_named(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("archive:\n  database_url: postgresql:///a\nmatrix:\n  access_token_file: " + str(path) + "\n")
     config = load_config(str(path), {})
     assert "matrix.access_token" in config.given and keys_without_effect(config) == []
+    assert "matrix.username" not in config.given
 
 
 def test_a_derived_default_follows_the_key_it_derives_from(tmp_path: Path) -> None:

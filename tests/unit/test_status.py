@@ -22,8 +22,13 @@ def test_aggregate_adds_counts_and_takes_the_worst_lag() -> None:
 
 
 def test_running() -> None:
-    text = render_status(StatusView("running", RUNNING, Totals(1234, 0.42, 3, 0)))
-    assert text == "running; archived 1234 events, lag 0.4s, media backlog 3, errors 0"
+    text = render_status(StatusView("running", RUNNING, Totals(1234, 17, 3, 0)))
+    assert text == "running; archived 1234 events, lag 17 positions, media backlog 3, errors 0"
+
+
+def test_lag_is_shown_in_stream_positions_not_seconds() -> None:
+    """The poller's lag is how many stream positions it is behind Synapse's bound."""
+    assert "lag 323 positions" in render_status(StatusView("running", RUNNING, Totals(lag=323)))
 
 
 def test_degraded_names_the_children_that_are_not_running() -> None:
@@ -73,3 +78,22 @@ def test_secret_values_walks_the_whole_config() -> None:
         archive=ArchiveConfig(database_url=Secret("postgresql://u:b@h/d")),
     )
     assert sorted(secret_values(config)) == ["postgresql://u:a@h/d", "postgresql://u:b@h/d", "syt_token"]
+
+
+def test_dead_media_jobs_are_counted_and_shown() -> None:
+    """Dead-lettered media must be loud: systemctl status shows how many died."""
+    totals = aggregate({"uploader": {"media_backlog": 20, "media_dead": 257}, "poller": {"lag": 3}})
+    assert totals.media_dead == 257
+    text = render_status(StatusView("running", RUNNING, totals))
+    assert "media backlog 20, 257 media jobs dead (see mxarchiverd status)" in text
+    assert "dead" not in render_status(StatusView("running", RUNNING, Totals(media_backlog=20)))
+
+
+def test_the_dead_count_travels_through_the_heartbeat_slot() -> None:
+    import multiprocessing
+
+    from mxarchiverd.pipeline.heartbeat import HeartbeatBoard
+
+    board = HeartbeatBoard(multiprocessing.get_context("spawn"), ("uploader",))
+    board.slot("uploader").write_stats({"media_backlog": 4.0, "media_dead": 9.0})
+    assert aggregate(board.stats()).media_dead == 9

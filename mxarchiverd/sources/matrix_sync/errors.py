@@ -158,9 +158,9 @@ def scrub(text: str, secrets: Iterable[str | None]) -> str:
 def _error_fields(body: Any) -> tuple[str | None, str, bool]:
     if not isinstance(body, dict):
         return None, "", False
-    errcode = body.get("errcode") if isinstance(body.get("errcode"), str) else None
-    error = body.get("error") if isinstance(body.get("error"), str) else ""
-    return errcode, error, body.get("soft_logout") is True
+    errcode, error = body.get("errcode"), body.get("error")
+    return (errcode if isinstance(errcode, str) else None, error if isinstance(error, str) else "",
+            body.get("soft_logout") is True)
 
 
 def classify(reply: Reply, what: str, *, now: float,

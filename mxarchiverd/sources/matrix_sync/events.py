@@ -15,8 +15,9 @@ so the enricher and classifier treat both modes alike. What differs, and why:
 - `redacts` follows Synapse's rule, not the client's claim: before room v11 the
   top-level `redacts` is the target and a `content.redacts` is ignored (anyone can
   put it in a /redact body); from v11 it is `content.redacts`.
-- `soft_failed` is False and `redaction_recheck` None: the server already hid
-  soft-failed events and applied its recheck before showing the event.
+- `soft_failed` is False and `redaction_recheck` false for redactions (None for
+  other events): the server already hid soft-failed events and applied its
+  recheck before showing the event.
 
 Client-format events from /sync carry no `room_id`; the caller says which room
 the event came from. An event that cannot be keyed (no event id, room id or
@@ -99,7 +100,8 @@ def normalise(event: Any, room_id: str, room_version: str | None) -> dict[str, A
         "json": event_text(event),
         "soft_failed": False,
         "redacts": redaction_target(event, room_version),
-        "redaction_recheck": None,
+        # Synapse serves a redaction only once it passed its checks (DB mode's recheck is false then).
+        "redaction_recheck": False if event["type"] == "m.room.redaction" else None,
         "room_version": room_version,
     }
 

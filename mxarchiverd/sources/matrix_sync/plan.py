@@ -60,6 +60,11 @@ class RoomPlan:
     history_complete: bool = False
     room_version: str | None = None          # from an m.room.create in this sync, if any
     memberships: tuple[MembershipChange, ...] = ()  # the bot's own, in order
+    # The timeline alone: the events that happened in this stretch (the archive's rows).
+    timeline: tuple[dict[str, Any], ...] = ()
+    # The state block: the room's state before the timeline, context for names (its
+    # events are archived when a timeline or a page reaches them).
+    state: tuple[dict[str, Any], ...] = ()
     problems: tuple[str, ...] = ()           # room-level oddities (not per event)
 
 
@@ -125,6 +130,7 @@ def plan_room(room_id: str, body: Any, section: str, inputs: PlanInputs) -> Room
     gap, history = _jobs(room_id, section, new, limited, prev_batch, complete, inputs, problems)
     return RoomPlan(
         room_id=room_id, section=section, events=events, limited=limited, prev_batch=prev_batch,
+        timeline=tuple(dedupe(timeline)), state=tuple(dedupe(state)),
         gap=gap, history=history, new=new, history_complete=complete,
         room_version=_room_version(create), problems=tuple(problems),
         memberships=tuple(own_membership_changes(room_id, state, timeline, inputs.bot_user_id,

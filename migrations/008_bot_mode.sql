@@ -74,6 +74,10 @@ ALTER TABLE monitored_rooms
     ADD COLUMN history_lower_bound_event TEXT,
     ADD COLUMN history_lower_bound_ts BIGINT;
 
+-- Bot mode's names come from the archived state events (archive/room_state.py).
+CREATE INDEX idx_messages_state_events ON archived_messages(room_id, event_type, state_key, timestamp DESC)
+    WHERE state_key IS NOT NULL;
+
 ALTER TABLE sync_state ENABLE ROW LEVEL SECURITY;
 ALTER TABLE room_pagination ENABLE ROW LEVEL SECURITY;
 ALTER TABLE room_holes ENABLE ROW LEVEL SECURITY;

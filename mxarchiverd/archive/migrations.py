@@ -18,6 +18,7 @@ from importlib import resources
 import psycopg
 
 from mxarchiverd.exitcodes import ExitCode
+from mxarchiverd.archive.privileges import check_sees_rows, privilege_error
 
 log = logging.getLogger(__name__)
 
@@ -85,20 +86,28 @@ def pending(applied: dict[int, str], available: list[Migration]) -> list[Migrati
 
 def migrate(conn: psycopg.Connection, target: int | None = None) -> list[Migration]:
     """Apply pending migrations up to `target` (default: all); return those applied."""
+    check_sees_rows(conn, VERSION_TABLE)
     done: list[Migration] = []
     for migration in available_migrations():
         if target is not None and migration.version > target:
             break
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
-            _ensure_version_table(conn)
-            # Re-read under the lock: another process may have applied it meanwhile.
-            todo = pending(applied_versions(conn), available_migrations())
-            if migration not in todo:
-                continue
-            _apply(conn, migration)
-            done.append(migration)
+        try:
+            if _migrate_one(conn, migration):
+                done.append(migration)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise privilege_error(conn, exc, f"apply migration {migration.version:03d}_{migration.name}") from None
     return done
+
+
+def _migrate_one(conn: psycopg.Connection, migration: Migration) -> bool:
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (ADVISORY_LOCK_KEY,))
+        _ensure_version_table(conn)
+        # Re-read under the lock: another process may have applied it meanwhile.
+        if migration not in pending(applied_versions(conn), available_migrations()):
+            return False
+        _apply(conn, migration)
+        return True
 
 
 def check_current(conn: psycopg.Connection) -> None:
@@ -109,6 +118,10 @@ def check_current(conn: psycopg.Connection) -> None:
 
 
 def _ensure_version_table(conn: psycopg.Connection) -> None:
+    """Create it once. A current schema must need no more than table privileges: CREATE
+    TABLE IF NOT EXISTS needs CREATE on the schema, ALTER TABLE needs ownership."""
+    if conn.execute("SELECT to_regclass(%s) IS NOT NULL", (VERSION_TABLE,)).fetchone() == (True,):
+        return
     conn.execute(
         f"""CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (
                version INTEGER PRIMARY KEY,
