@@ -25,6 +25,17 @@ class Act(enum.Enum):
 
 
 @dataclass(frozen=True)
+class Fence:
+    """What a batch transaction checks (archive/leadership.py check_fence): the token the
+    pipeline was started under, and how long a batch may sit idle in its transaction.
+    Here, not in the gateway, so that the supervisor and every stage process can hold one
+    without importing the database driver."""
+
+    token: int
+    idle_timeout: float
+
+
+@dataclass(frozen=True)
 class Timing:
     duration: float        # how long a granted lease runs (daemon.ha.lease_duration)
     renew_interval: float  # how often the leader renews, and a standby looks (daemon.ha.renew_interval)

@@ -20,6 +20,9 @@ from typing import Any
 import psycopg
 
 from mxarchiverd.exitcodes import ExitCode
+from mxarchiverd.leadership import Fence
+
+__all__ = ["Fence", "Fenced", "check_fence"]
 
 # A takeover waits at most this long for a batch in flight; the keeper tries again next round.
 TAKEOVER_LOCK_TIMEOUT_MS = 1000
@@ -81,14 +84,6 @@ class Fenced(Exception):
     def __init__(self, token: int) -> None:
         super().__init__(f"fencing token {token} is no longer current: another daemon has taken over the lease")
         self.token = token
-
-
-@dataclass(frozen=True)
-class Fence:
-    """What a batch transaction checks: the token, and how long it may idle in the transaction."""
-
-    token: int
-    idle_timeout: float
 
 
 def check_fence(conn: psycopg.Connection, fence: Fence | None) -> None:

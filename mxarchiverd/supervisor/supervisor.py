@@ -42,8 +42,7 @@ from mxarchiverd.supervisor.signals import WakeupPipe
 from mxarchiverd.supervisor.status import (
     StatusView, aggregate, describe_config_error, redact, render_status, secret_values,
 )
-from mxarchiverd.archive.leadership import Fence
-from mxarchiverd.leadership import leading_token
+from mxarchiverd.leadership import Fence, leading_token
 from mxarchiverd.workers import LEASE_ROLE, PIPELINE, with_lease_keeper
 from mxarchiverd.workers.runner import run_child, stage_registry
 

@@ -27,7 +27,7 @@ from types import FrameType, ModuleType
 
 import setproctitle
 
-from mxarchiverd.archive.leadership import Fence
+from mxarchiverd.leadership import Fence
 from mxarchiverd.config import Config
 from mxarchiverd.exitcodes import ExitCode
 from mxarchiverd.pipeline.channels import (

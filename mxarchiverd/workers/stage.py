@@ -10,7 +10,7 @@ import abc
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from mxarchiverd.archive.leadership import Fence
+from mxarchiverd.leadership import Fence
 from mxarchiverd.config import Config
 from mxarchiverd.pipeline.messages import StageMessage
 
