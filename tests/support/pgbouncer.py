@@ -5,7 +5,8 @@ Loaded as a pytest plugin (``tests.support.pgbouncer``):
 
 - ``--archive-via-pgbouncer`` (or ``MXARCHIVERD_TEST_ARCHIVE_VIA=pgbouncer``): every
   ``fresh_db`` (the archive database of the tests) is reached through PgBouncer, so
-  the daemon, `status`, `verify` and the tests' own checks all go through it.
+  the daemon, `status`, `verify` and the tests' own checks all go through it; tests
+  without a ``fresh_db`` are deselected (they would run exactly as without it).
 - ``pgbouncer`` (session): a :class:`PgBouncer` started on loopback, stopped by PID.
 
 Transaction mode with a small pool: session state (SET, advisory session locks,
@@ -54,6 +55,18 @@ def pytest_configure(config: pytest.Config) -> None:
         # in transaction mode cannot keep it. The tests' own helpers must not either.
         from psycopg import _preparing
         _preparing.PrepareManager.prepare_threshold = None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With the option, only tests with an archive database (fresh_db) run: the others
+    would run exactly as without it (tests/run's second pass stays short)."""
+    if not via_pgbouncer(config):
+        return
+    keep = [item for item in items if "fresh_db" in getattr(item, "fixturenames", ())]
+    dropped = [item for item in items if "fresh_db" not in getattr(item, "fixturenames", ())]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
