@@ -73,14 +73,21 @@ def fallback_row(source: dict[str, Any], problem: str) -> dict[str, Any]:
 
 
 def classify_event(source: dict[str, Any], *, thumbnails: bool = True) -> dict[str, Any]:
-    """The archived_messages row (plus media refs) for one event from the poller."""
+    """The archived_messages row (plus media refs) for one event from the poller.
+
+    A decrypted Megolm event (bot mode: `source["decrypted"]`, the plaintext's type
+    and content) is classified by its plaintext; `event` keeps the ciphertext.
+    """
     event, problem = parse_event_json(source["json"])
     content = _dict(event.get("content")) if event else {}
     if event is not None and not isinstance(event.get("content"), dict):
         problem = problem or CONTENT_NOT_OBJECT
+    event_type = source["type"]
+    plaintext = _dict(source.get("decrypted"))
+    if plaintext and isinstance(plaintext.get("content"), dict) and _str(plaintext.get("type")):
+        event_type, content = plaintext["type"], plaintext["content"]
     relates = _dict(content.get("m.relates_to"))
     relation_type = _str(relates.get("rel_type"))
-    event_type = source["type"]
     row = {
         "event_id": source["event_id"],
         "room_id": source["room_id"],
@@ -98,12 +105,17 @@ def classify_event(source: dict[str, Any], *, thumbnails: bool = True) -> dict[s
         "reaction_key": _str(relates.get("key")) if relation_type == "m.annotation" else None,
         "redacts": source.get("redacts") or (redacts(event_type, event, source.get("room_version")) if event else None),
         "redaction_recheck": source.get("redaction_recheck"),
-        "encrypted": event_type == "m.room.encrypted",
+        "encrypted": source["type"] == "m.room.encrypted",
         "archive_problem": problem,
+        # Still ciphertext: why, and which session it waits for (archive/batches.py lists it).
+        "pending_decryption": source.get("undecrypted") if event_type == "m.room.encrypted" else None,
+        "decrypted": bool(plaintext) and event_type != "m.room.encrypted",
         "media": [ref.__dict__ for ref in media_refs(event_type, content) if thumbnails or ref.kind == "file"],
     }
     if event is not None and problem in (None, CONTENT_NOT_OBJECT):
-        row.update(event=event, event_raw=None, content=content)
+        # A decrypted row's own content (before edits) is its plaintext, not event.content.
+        row.update(event=event, event_raw=None, content=content,
+                   original_content=content if row["decrypted"] else None)
         return row
     # Lossless: the exact text in event_raw, and every other field readable with
     # NULs replaced (PostgreSQL text cannot hold them either).

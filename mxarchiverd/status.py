@@ -14,35 +14,27 @@ import psycopg
 
 from mxarchiverd.archive.connection import open_archive
 from mxarchiverd.archive.leadership import leadership_facts
-from mxarchiverd.archive.reports import ArchiveFacts, BotCoverage, archive_facts, bot_coverage
+from mxarchiverd.archive.reports import ArchiveFacts, BotCoverage, archive_facts, bot_coverage, encrypted_rooms
 from mxarchiverd.config import Config
 from mxarchiverd.db import DatabaseMisconfigured, DatabaseUnavailable, first_line
 from mxarchiverd.exitcodes import ExitCode
 from mxarchiverd.sources.base import SourceState
 
 
-@dataclass
-class Status:
-    schema_version: int
-    schema_expected: int
-    cursors: dict[str, int]
-    source_bound: int | None
-    source_backfill_bound: int | None
-    rooms_enabled: int
-    rooms_disabled: int
-    rooms_history_pending: int
-    messages: int
-    redacted: int
-    quarantined: int
-    media: dict[str, int] = field(default_factory=dict)
-    media_dead_last_error: str | None = None  # why the newest dead-lettered job died
-    newest_archived_ts: int | None = None
+@dataclass(frozen=True)
+class Status(ArchiveFacts):
+    """The archive's facts (archive/reports.py) and the source's side of the story."""
+
+    source_bound: int | None = None
+    source_backfill_bound: int | None = None
     newest_source_ts: int | None = None
     mode: str = "synapse_db"
     # Every followed stream: cursor, bound, positions behind (sources/base.py StreamState).
     streams: list[dict[str, Any]] = field(default_factory=list)
     # Bot mode: memberships, holes and pagination (archive/reports.py BotCoverage).
     bot: dict[str, Any] | None = None
+    # Rooms with encrypted events: decrypted, still ciphertext, and why (archive/reports.py).
+    encrypted_rooms: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     # daemon.ha: leader (holder, since, expires, token, valid) and the standbys; None without the table.
     leadership: dict[str, Any] | None = None
@@ -104,6 +96,7 @@ def collect(config: Config) -> Status:
         facts = archive_facts(archive)
         bot = bot_coverage(archive) if config.source.mode == "matrix_sync" else None
         leadership = leadership_facts(archive)
+        encrypted = encrypted_rooms(archive)
     with reading("synapse" if config.source.mode == "synapse_db" else "homeserver"):
         state = source_report(config, facts)
     live = state.stream("events")
@@ -112,7 +105,7 @@ def collect(config: Config) -> Status:
                   source_backfill_bound=_int(backfill.bound) if backfill else None,
                   newest_source_ts=state.newest_source_ts, mode=state.mode,
                   streams=[stream.__dict__ for stream in state.streams],
-                  bot=_bot_dict(bot) if bot else None, problems=list(state.problems),
+                  bot=_bot_dict(bot) if bot else None, problems=list(state.problems), encrypted_rooms=encrypted,
                   leadership=leadership)
 
 
@@ -142,6 +135,7 @@ def render(status: Status) -> str:
         f"source:         {status.mode}",
         *_stream_lines(status),
         *_bot_lines(status),
+        *_encryption_lines(status),
         *(f"problem:        {problem}" for problem in status.problems),
         f"messages:       {status.messages} archived, {status.redacted} redacted, {status.quarantined} quarantined",
         f"rooms:          {status.rooms_enabled} enabled, {status.rooms_disabled} disabled,"
@@ -195,4 +189,13 @@ def _bot_lines(status: Status) -> list[str]:
                          f" until {hole['before_event_id'] or 'rejoined'} ({hole['kind']}: {hole['reason'] or '-'})")
     jobs = ", ".join(f"{p['kind']} {p['state']} {p['jobs']}" for p in bot["pagination"]) or "none"
     lines.append(f"pagination:     {jobs}")
+    return lines
+
+
+def _encryption_lines(status: Status) -> list[str]:
+    lines = []
+    for room in status.encrypted_rooms:
+        waiting = ", ".join(f"{why} {count}" for why, count in room["waiting"].items())
+        lines.append(f"encrypted {room['room_id']}: {room['decrypted']} decrypted, {room['encrypted']} still"
+                     f" ciphertext" + (f" (waiting: {waiting})" if waiting else ""))
     return lines

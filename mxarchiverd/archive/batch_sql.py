@@ -19,11 +19,30 @@ ROW_COLUMNS: tuple[tuple[str, str], ...] = (
 _NAMES = ", ".join(f'"{name}"' for name, _ in ROW_COLUMNS)
 _TYPED = ", ".join(f'"{name}" {type_}' for name, type_ in ROW_COLUMNS)
 
+# A row is stored once; the one exception is ciphertext whose plaintext arrives later
+# (bot mode: a late key, `keys import`): it is decrypted in place, `event` keeps the
+# ciphertext.
+_DECRYPTED = ("content", "message_type", "event_type", "thread_id", "reply_to_event_id", "relation_type",
+              "relates_to_event_id", "reaction_key", "original_content")
 INSERT_ROWS = f"""
-INSERT INTO archived_messages ({_NAMES})
-SELECT {_NAMES} FROM jsonb_to_recordset(%s::jsonb) AS r({_TYPED})
-ON CONFLICT (event_id) DO NOTHING
+INSERT INTO archived_messages ({_NAMES}, decrypted_at)
+SELECT {_NAMES}, CASE WHEN r.encrypted AND r.event_type <> 'm.room.encrypted' THEN NOW() END
+  FROM jsonb_to_recordset(%s::jsonb) AS r({_TYPED})
+ON CONFLICT (event_id) DO UPDATE
+   SET {", ".join(f'"{c}" = EXCLUDED."{c}"' for c in _DECRYPTED)}, decrypted_at = NOW(), updated_at = NOW()
+ WHERE archived_messages.event_type = 'm.room.encrypted' AND EXCLUDED.event_type <> 'm.room.encrypted'
 """
+
+# Ciphertext still waiting for its key, and ciphertext that no longer waits.
+PENDING_DECRYPTION = """
+INSERT INTO pending_decryption (event_id, room_id, session_id, reason, withheld_code)
+SELECT p.event_id, p.room_id, p.session_id, p.reason, p.withheld_code
+  FROM jsonb_to_recordset(%s::jsonb) AS p(event_id text, room_id text, session_id text, reason text,
+                                         withheld_code text)
+ON CONFLICT (event_id) DO UPDATE
+   SET reason = EXCLUDED.reason, withheld_code = EXCLUDED.withheld_code, updated_at = NOW()
+"""
+DECRYPTED_NOW = "DELETE FROM pending_decryption WHERE event_id = ANY(%(ids)s)"
 
 INSERT_MEDIA_JOBS = """
 INSERT INTO media_jobs (event_id, media_kind, matrix_url, encrypted_file, media_type,
@@ -86,7 +105,9 @@ UPDATE media_jobs
 APPLY_EDITS = """
 UPDATE archived_messages o
    SET content = CASE
-         WHEN x.new_content IS NULL THEN COALESCE(o.event -> 'content', o.original_content, o.content)
+         -- a decrypted row's own content is its plaintext, kept in original_content
+         WHEN x.new_content IS NULL THEN COALESCE(CASE WHEN o.encrypted THEN o.original_content END,
+                                                  o.event -> 'content', o.original_content, o.content)
          WHEN o.event -> 'content' ? 'm.relates_to'
            THEN x.new_content || jsonb_build_object('m.relates_to', o.event -> 'content' -> 'm.relates_to')
          ELSE x.new_content END,

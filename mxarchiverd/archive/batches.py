@@ -40,6 +40,7 @@ def write_batch(conn: psycopg.Connection, batch: RowBatch, *, purge: bool, fence
     with conn.transaction():
         check_fence(conn, fence)
         inserted = _insert_rows(conn, rows)
+        _note_decryption(conn, rows)
         _insert_media_jobs(conn, rows)
         redacted = _apply_redactions(conn, ids, purge)
         edit_targets = ids + [r["relates_to_event_id"] for r in rows if r["relation_type"] == "m.replace"]
@@ -60,6 +61,17 @@ def _insert_rows(conn: psycopg.Connection, rows: list[ArchiveRow]) -> int:
         return 0
     payload = [{key: row.get(key) for key in _ROW_KEYS} for row in rows]
     return conn.execute(sql.INSERT_ROWS, (_json(payload),)).rowcount
+
+
+def _note_decryption(conn: psycopg.Connection, rows: list[ArchiveRow]) -> None:
+    """Ciphertext waiting for its key is listed; ciphertext now decrypted is taken off the list."""
+    pending = [{"event_id": row["event_id"], "room_id": row["room_id"], **row["pending_decryption"]}
+               for row in rows if row.get("pending_decryption")]
+    if pending:
+        conn.execute(sql.PENDING_DECRYPTION, (_json(pending),))
+    decrypted = [row["event_id"] for row in rows if row.get("decrypted")]
+    if decrypted:
+        conn.execute(sql.DECRYPTED_NOW, {"ids": decrypted})
 
 
 def _insert_media_jobs(conn: psycopg.Connection, rows: list[ArchiveRow]) -> None:

@@ -13,7 +13,9 @@ from collections.abc import Callable
 import psycopg
 
 from mxarchiverd.archive.sync_state import store_page, store_sync
-from mxarchiverd.pipeline.cursors import Cursor, Direction, PageCursor, RoomHistoryCursor, StreamCursor, SyncCursor
+from mxarchiverd.pipeline.cursors import (
+    Cursor, DecryptionCursor, Direction, PageCursor, RoomHistoryCursor, StreamCursor, SyncCursor,
+)
 
 LOAD_STREAMS_SQL = "SELECT stream, position FROM archive_cursors"
 
@@ -52,6 +54,8 @@ _STORE: dict[type, Callable[[psycopg.Connection, Cursor], None]] = {
     RoomHistoryCursor: _store_room_history,  # type: ignore[dict-item]
     SyncCursor: store_sync,  # type: ignore[dict-item]
     PageCursor: store_page,  # type: ignore[dict-item]
+    # Nothing to move: the decrypted rows are the whole of it.
+    DecryptionCursor: lambda conn, cursor: None,
 }
 
 

@@ -1,4 +1,4 @@
-"""The leadership lease in the archive database (migration 009): take, renew, give up, fence.
+"""The leadership lease in the archive database (migration 010): take, renew, give up, fence.
 
 Every statement is complete in one transaction and uses no session state, so
 all of it works through a transaction-mode pooler (Supavisor on port 6543,
@@ -171,7 +171,7 @@ class Member:
 
 
 def read_lease(conn: psycopg.Connection) -> Lease | None:
-    """The lease as it stands (None before migration 009)."""
+    """The lease as it stands (None before migration 010)."""
     row = conn.execute(LEASE_SQL).fetchone()
     return Lease(*row[:5]) if row else None
 
@@ -181,7 +181,7 @@ def read_members(conn: psycopg.Connection) -> list[Member]:
 
 
 def leadership_facts(conn: psycopg.Connection) -> dict[str, Any] | None:
-    """For `status`: who leads since when, and the standbys (JSON-ready); None before migration 009."""
+    """For `status`: who leads since when, and the standbys (JSON-ready); None before migration 010."""
     found = conn.execute("SELECT to_regclass('archive_leadership') IS NOT NULL").fetchone()
     if not found or found[0] is not True:
         return None

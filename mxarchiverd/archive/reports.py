@@ -105,3 +105,27 @@ def bot_coverage(conn: psycopg.Connection) -> BotCoverage:
     pagination = [{"kind": kind, "state": state, "jobs": jobs, "events": int(events or 0)}
                   for kind, state, jobs, events in conn.execute(PAGINATION_SQL)]
     return BotCoverage(accounts, rooms, holes, pagination)
+
+
+# -- end-to-end encryption --------------------------------------------------------------
+
+ENCRYPTION_SQL = """
+SELECT room_id, count(*) FILTER (WHERE event_type <> 'm.room.encrypted'),
+       count(*) FILTER (WHERE event_type = 'm.room.encrypted')
+  FROM archived_messages WHERE encrypted GROUP BY room_id ORDER BY room_id
+"""
+PENDING_SQL = """
+SELECT room_id, reason, COALESCE(withheld_code, ''), count(*) FROM pending_decryption
+ GROUP BY room_id, reason, withheld_code ORDER BY room_id, reason
+"""
+
+
+def encrypted_rooms(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    """Per room with encrypted events: decrypted, still ciphertext, and why they wait."""
+    rooms = {room: {"room_id": room, "decrypted": decrypted, "encrypted": encrypted, "waiting": {}}
+             for room, decrypted, encrypted in conn.execute(ENCRYPTION_SQL).fetchall()}
+    for room, reason, code, count in conn.execute(PENDING_SQL).fetchall():
+        if room in rooms:
+            label = f"{reason} ({code})" if code else reason
+            rooms[room]["waiting"][label] = count
+    return list(rooms.values())

@@ -57,6 +57,13 @@ ON CONFLICT (room_id) DO UPDATE
        bot_membership_by = EXCLUDED.bot_membership_by, bot_membership_at = EXCLUDED.bot_membership_at,
        updated_at = NOW()
 """
+WITHHELD_SQL = """
+INSERT INTO withheld_keys (room_id, session_id, sender, code, reason)
+SELECT w.room_id, w.session_id, w.sender, w.code, w.reason
+  FROM jsonb_to_recordset(%s::jsonb) AS w(room_id text, session_id text, sender text, code text, reason text)
+ON CONFLICT (room_id, session_id, sender) DO UPDATE SET code = EXCLUDED.code, reason = EXCLUDED.reason,
+       received_at = NOW()
+"""
 PAGE_SQL = """
 UPDATE room_pagination
    SET resume_token = %(resume_token)s, state = CASE WHEN %(done)s THEN 'done' ELSE 'pending' END,
@@ -94,6 +101,8 @@ def store_sync(conn: psycopg.Connection, cursor: SyncCursor) -> None:
         conn.execute(MEMBERSHIPS_SQL, (_json([m.__dict__ for m in cursor.memberships]),))
     if cursor.rooms:
         conn.execute(ROOM_TOKENS_SQL, {"token": cursor.token, "rooms": list(cursor.rooms)})
+    if cursor.withheld:
+        conn.execute(WITHHELD_SQL, (_json([w.__dict__ for w in cursor.withheld]),))
     conn.execute(STORE_TOKEN_SQL, {"account": cursor.account, "token": cursor.token})
 
 
@@ -181,3 +190,63 @@ SELECT event_id FROM archived_messages WHERE room_id = %s ORDER BY timestamp DES
 def newest_event_ids(conn: psycopg.Connection, room_id: str, limit: int = 20) -> list[str]:
     """The room's newest archived events: where paging back from the live end may stop."""
     return [row[0] for row in conn.execute(NEWEST_EVENTS_SQL, (room_id, limit)).fetchall()]
+
+
+# -- end-to-end encryption ---------------------------------------------------------------
+
+PENDING_CIPHERTEXT_SQL = """
+SELECT m.event_id, m.room_id, m.sender, m.timestamp, m.state_key, m.event
+  FROM pending_decryption p JOIN archived_messages m ON m.event_id = p.event_id
+ WHERE p.room_id = ANY(%(rooms)s) AND p.session_id = ANY(%(sessions)s) AND m.event_type = 'm.room.encrypted'
+ ORDER BY m.timestamp LIMIT %(limit)s
+"""
+# Ciphertext of the given sessions whether or not it is listed pending (archives written by DB
+# mode, and rows archived before this version).
+CIPHERTEXT_OF_SESSIONS_SQL = """
+SELECT event_id, room_id, sender, timestamp, state_key, event
+  FROM archived_messages
+ WHERE event_type = 'm.room.encrypted' AND room_id = ANY(%(rooms)s) AND (content ->> 'session_id') = ANY(%(sessions)s)
+   AND event IS NOT NULL AND (timestamp, event_id) > (%(after_ts)s, %(after_id)s)
+ ORDER BY timestamp, event_id LIMIT %(limit)s
+"""
+WITHHELD_LOAD_SQL = "SELECT room_id, session_id, sender, code, reason FROM withheld_keys"
+
+
+@dataclass(frozen=True)
+class Ciphertext:
+    """An archived m.room.encrypted row, with its event as stored."""
+
+    event_id: str
+    room_id: str
+    sender: str
+    timestamp: int
+    state_key: str | None
+    event: dict[str, Any]
+
+
+def pending_ciphertext(conn: psycopg.Connection, refs: list[tuple[str, str]], limit: int = 500) -> list[Ciphertext]:
+    """Ciphertext listed as waiting for one of the (room, session) keys."""
+    rooms, sessions = sorted({r for r, _ in refs}), sorted({s for _, s in refs})
+    rows = conn.execute(PENDING_CIPHERTEXT_SQL, {"rooms": rooms, "sessions": sessions, "limit": limit}).fetchall()
+    wanted = set(refs)
+    return [Ciphertext(*row) for row in rows if (row[1], (row[5] or {}).get("content", {}).get("session_id")) in wanted]
+
+
+def ciphertext_of_sessions(conn: psycopg.Connection, refs: list[tuple[str, str]], *, limit: int,
+                           after: tuple[int, str] = (-(2**63), "")) -> list[Ciphertext]:
+    """The next page of ciphertext of the sessions, in (timestamp, event id) order after `after`."""
+    rooms, sessions = sorted({r for r, _ in refs}), sorted({s for _, s in refs})
+    rows = conn.execute(CIPHERTEXT_OF_SESSIONS_SQL, {"rooms": rooms, "sessions": sessions, "limit": limit,
+                                                     "after_ts": after[0], "after_id": after[1]}).fetchall()
+    wanted = set(refs)
+    return [Ciphertext(*row) for row in rows if (row[1], (row[5] or {}).get("content", {}).get("session_id")) in wanted]
+
+
+def load_withheld(conn: psycopg.Connection) -> list[tuple[str, str, str, str, str | None]]:
+    return [tuple(row) for row in conn.execute(WITHHELD_LOAD_SQL).fetchall()]
+
+
+def pending_sessions(conn: psycopg.Connection) -> list[tuple[str, str]]:
+    """Every (room, session) some archived ciphertext waits for."""
+    rows = conn.execute("SELECT DISTINCT room_id, session_id FROM pending_decryption WHERE session_id IS NOT NULL")
+    return [tuple(row) for row in rows.fetchall()]

@@ -125,6 +125,17 @@ class Membership:
 
 
 @dataclass(frozen=True)
+class Withheld:
+    """A sender's refusal to share a Megolm key (m.room_key.withheld), with its code."""
+
+    room_id: str
+    session_id: str
+    sender: str
+    code: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
 class SyncCursor:
     """The position after one /sync, and what it learned about coverage.
 
@@ -141,6 +152,7 @@ class SyncCursor:
     jobs: tuple[Pagination, ...] = ()
     holes: tuple[HoleBounds, ...] = ()
     memberships: tuple[Membership, ...] = ()
+    withheld: tuple[Withheld, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -164,16 +176,29 @@ class PageCursor:
     then: Pagination | None = None
 
 
-Cursor = StreamCursor | RoomHistoryCursor | SyncCursor | PageCursor
+@dataclass(frozen=True)
+class DecryptionCursor:
+    """A batch of archived ciphertext decrypted now that its keys arrived.
+
+    It moves no position: the source's place is unchanged, and the rows, decrypted
+    in place, take themselves off the pending list (archive/batches.py).
+    """
+
+    sessions: tuple[str, ...] = ()   # the Megolm session ids the keys were for
+
+
+Cursor = StreamCursor | RoomHistoryCursor | SyncCursor | PageCursor | DecryptionCursor
 
 # The wire name of each cursor type, for the queue envelopes.
 _WIRE_TYPES: dict[str, type[Any]] = {
     "stream": StreamCursor, "room_history": RoomHistoryCursor, "sync": SyncCursor, "page": PageCursor,
+    "decryption": DecryptionCursor,
 }
 _WIRE_NAMES: dict[type[Any], str] = {kind: name for name, kind in _WIRE_TYPES.items()}
 # Fields that hold records, and the record type of each (a tuple of them, or one or None).
 _NESTED: dict[tuple[str, str], type[Any]] = {
     ("sync", "jobs"): Pagination, ("sync", "holes"): HoleBounds, ("sync", "memberships"): Membership,
+    ("sync", "withheld"): Withheld,
     ("page", "then"): Pagination,
 }
 

@@ -56,7 +56,7 @@ def test_migrate_run_status_and_verify_through_pgbouncer(pgbouncer: PgBouncer, p
         "daemon:\n  startup_timeout: 30s\n  ha:\n    enabled: true\n    lease_duration: 4s\n    renew_interval: 1s\n"
         "    holder: bounced\n")
     migrated = daemon.cli("migrate")
-    assert migrated.returncode == 0 and "009_leadership" in migrated.stdout, migrated.stderr
+    assert migrated.returncode == 0 and "010_leadership" in migrated.stdout, migrated.stderr
     traffic = LiveTraffic(synapse_schema_db, ROOMS)
     for _ in range(150):
         traffic.write_one()

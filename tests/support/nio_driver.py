@@ -128,6 +128,25 @@ class NioDriver:
     def send_many(self, room_id: str, count: int, prefix: str = "message") -> list[str]:
         return [self.send_text(room_id, f"{prefix} {i}") for i in range(count)]
 
+    def upload_encrypted(self, data: bytes, filename: str) -> dict[str, Any]:
+        """Upload `data` encrypted (an E2EE attachment); content.file: key, iv, hashes, url, v."""
+        import io
+
+        from nio import UploadResponse
+
+        response, keys = self.run(self.nio.upload(io.BytesIO(data), "application/octet-stream", filename,
+                                                  encrypt=True, filesize=len(data)))
+        if not isinstance(response, UploadResponse):
+            raise NioCallFailed(f"upload: {response}")
+        return {**keys, "url": response.content_uri}
+
+    def export_keys(self, path: Path, passphrase: str) -> None:
+        self.run(self.nio.export_keys(str(path), passphrase))
+
+    def rotate_session(self, room_id: str) -> None:
+        """Start a new Megolm session in the room (as senders do every so often)."""
+        self.nio.invalidate_outbound_session(room_id)
+
     def redact(self, room_id: str, event_id: str, reason: str | None = None) -> str:
         return self._ok(self.run(self.nio.room_redact(room_id, event_id, reason)), "redact").event_id
 

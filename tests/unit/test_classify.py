@@ -113,3 +113,25 @@ def test_control_a_real_nul_escape_is_still_detected() -> None:
     text = orjson.dumps({"type": "m.room.message", "content": {"body": "a\x00b"}}).decode()
     assert "\\u0000" in text
     assert parse_event_json(text)[1] is not None
+
+
+def test_a_decrypted_event_is_classified_by_its_plaintext_and_keeps_its_ciphertext() -> None:
+    cipher = {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgA", "session_id": "s1",
+              "m.relates_to": {"rel_type": "m.replace", "event_id": "$orig"}}
+    plaintext = {"msgtype": "m.image", "body": "map.png", "file": {"url": "mxc://hs/abc", "key": {}, "iv": "x",
+                                                                   "hashes": {"sha256": "y"}, "v": "v2"},
+                 "m.relates_to": {"rel_type": "m.replace", "event_id": "$orig"}}
+    event = {**source(cipher, "m.room.encrypted"), "decrypted": {"type": "m.room.message", "content": plaintext}}
+    row = build_row(event)
+    assert (row["event_type"], row["message_type"], row["encrypted"], row["decrypted"]) == (
+        "m.room.message", "m.image", True, True)
+    assert row["content"] == row["original_content"] == plaintext and row["event"]["content"] == cipher
+    assert row["relation_type"] == "m.replace" and row["relates_to_event_id"] == "$orig"
+    assert [ref["matrix_url"] for ref in row["media"]] == ["mxc://hs/abc"] and row["pending_decryption"] is None
+
+
+def test_ciphertext_without_its_key_waits_with_its_reason() -> None:
+    waiting = {"session_id": "s1", "reason": "unknown_session", "withheld_code": None}
+    row = build_row({**source({"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "AwgA"}, "m.room.encrypted"),
+                     "undecrypted": waiting})
+    assert (row["event_type"], row["decrypted"], row["pending_decryption"]) == ("m.room.encrypted", False, waiting)

@@ -78,6 +78,30 @@ def drain(q: Queue[bytes]) -> list[dict[str, Any]]:
             return out
 
 
+class TestProgress:
+    def test_a_message_is_held_while_handled_and_counts_as_progress_once_done(self, queues: PipelineQueues) -> None:
+        channels = queues.for_role("enricher")
+        harness = Harness("enricher", "FakeRelay", channels)
+        seen: list[tuple[bool, int]] = []
+        assert harness.runner._boot() is None
+        stage = harness.runner.stage
+        assert stage is not None
+        handle = stage.handle
+
+        def watched(message: Any) -> Any:
+            seen.append((harness.slot.pulse.holding, harness.slot.pulse.progress))
+            stage.beat()  # the stage's own proof of progress during long work
+            return handle(message)
+
+        stage.handle = watched  # type: ignore[method-assign]
+        inbox(channels).put(encode(to_wire(numbers_batch([1]))))
+        while not seen:
+            harness.runner._transform_turn()
+        pulse = harness.slot.pulse
+        # its own beat, the message handled, the batch passed on
+        assert seen == [(True, 0)] and not pulse.holding and pulse.progress == 3
+
+
 class TestTransform:
     def test_end_of_stream_flushes_and_is_passed_on(self, queues: PipelineQueues) -> None:
         channels = queues.for_role("enricher")

@@ -29,8 +29,9 @@ from mxarchiverd.pipeline.cursors import Pagination
 from mxarchiverd.pipeline.messages import EventBatch
 from mxarchiverd.sources.base import Poll, Source
 from mxarchiverd.sources.matrix_sync.batches import ActiveJob, Coverage, Rules, from_page, from_sync
+from mxarchiverd.sources.matrix_sync.decryption import Decryptor
 from mxarchiverd.sources.matrix_sync.errors import (
-    Forbidden, HardLogout, HomeserverUnavailable, LoginRejected, MatrixError, RateLimited, RequestFailed,
+    Forbidden, HardLogout, HomeserverUnavailable, LoggedOut, LoginRejected, MatrixError, RateLimited, RequestFailed,
 )
 from mxarchiverd.sources.matrix_sync.filters import first_sync_filter, sync_filter
 from mxarchiverd.sources.matrix_sync.membership import MEMBER_SEES_PAST, Hole
@@ -45,6 +46,8 @@ ADMIN_PROBE_INTERVAL = 600.0
 JOIN_RETRY_INTERVAL = 300.0
 # How often a room the bot cannot join is read through the admin API (server admins only).
 ADMIN_FOLLOW_INTERVAL = 30.0
+# How often the crypto store is checked for keys another process imported (`keys import`).
+STORE_CHECK_INTERVAL = 60.0
 
 
 class SyncFollower(Source):
@@ -62,6 +65,10 @@ class SyncFollower(Source):
         except HomeserverUnavailable as exc:
             raise BootError(f"homeserver unreachable at start: {exc}", ExitCode.UNAVAILABLE) from None
         self.account = self.client.user_id
+        self._bootstrap_cross_signing()
+        self.decryptor = Decryptor(self.client.nio, sync_state.load_withheld(self.archive))
+        self.decryptor.keys_in_store(self.archive)
+        self.store_checked_at = time.monotonic()
         self.coverage = self._load_coverage()
         self.emitted = 0
         self.failures = 0
@@ -73,6 +80,20 @@ class SyncFollower(Source):
         self.visibility: dict[str, str | None] = {}
         self.last_problem: str | None = None
         self._register_rooms()
+
+    def _bootstrap_cross_signing(self) -> None:
+        """Publish the bot's cross-signing identity and sign its device (first start only):
+        up-to-date Element clients share room keys only with cross-signed devices."""
+        from mxarchiverd.e2ee.cross_signing import CrossSigningError, bootstrap_cross_signing
+
+        try:
+            result = self.client.runner.run(bootstrap_cross_signing(self.client.nio, self.client.crypto), 60.0,
+                                            "cross-signing")
+        except CrossSigningError as exc:  # CrossSigningConflict included
+            log.error("cross-signing not set up, senders that require it will not share keys: %s", exc)
+            return
+        if result.plan.upload_keys:
+            log.info("cross-signing identity published; device %s signed", self.client.device_id)
 
     def _load_coverage(self) -> Coverage:
         jobs = tuple(_active(pending) for pending in sync_state.load_pending_jobs(self.archive))
@@ -107,13 +128,23 @@ class SyncFollower(Source):
             page = self._page()
             if page is not None:
                 batches.append(page)
+            self._maybe_check_store()
+            decrypted = self.decryptor.retry_batch(self.archive)
+            if decrypted is not None:
+                batches.append(decrypted)
         except RateLimited as exc:
             return self._wait(exc.retry_after, f"rate limited by the homeserver for {exc.retry_after:.0f}s")
         except HomeserverUnavailable as exc:
             return self._wait(min(BACKOFF_MAX, BACKOFF_INITIAL * 2 ** min(self.failures, 6)),
                               f"homeserver unavailable: {exc}")
-        except HardLogout as exc:
+        except LoggedOut as exc:
+            # A hard logout, or a soft one with no password to log in again with.
             raise BootError(f"the homeserver logged the bot out: {exc}", ExitCode.PERMISSION) from None
+        except RequestFailed as exc:
+            # An answer the bot did not expect (a 4xx): waited out like an outage, and shown,
+            # rather than a crash loop that would end the whole daemon.
+            return self._wait(min(BACKOFF_MAX, BACKOFF_INITIAL * 2 ** min(self.failures, 6)),
+                              f"the homeserver refused a request: {exc}")
         self.failures, self.last_problem = 0, None
         self.emitted += sum(len(b.events) for b in batches)
         return Poll(batches, busy=bool(self.coverage.jobs))
@@ -146,6 +177,10 @@ class SyncFollower(Source):
                         kick.sender, kick.reason or "no reason given")
         self.coverage = outcome.coverage
         self._accept_invites(plan.invites, registry)
+        self.decryptor.annotate(outcome.batch.events)
+        withheld = self.decryptor.after_sync(result.nio_response)
+        if withheld:
+            return replace(outcome.batch, cursor=replace(outcome.batch.cursor, withheld=withheld))
         return outcome.batch
 
     def _page(self) -> EventBatch | None:
@@ -167,6 +202,7 @@ class SyncFollower(Source):
         self.coverage = replace(self.coverage, jobs=rest + ahead + handed)
         if page.done:
             log.info("%s of %s done (%s)", job.record.kind, job.record.room_id, page.reason)
+        self.decryptor.annotate(outcome.batch.events)
         return outcome.batch
 
     # -- rules -------------------------------------------------------------------
@@ -263,6 +299,11 @@ class SyncFollower(Source):
                 log.info("accepted the invite to %s from %s", invite.room_id, invite.inviter)
             except (Forbidden, RequestFailed) as exc:
                 log.warning("cannot accept the invite to %s: %s", invite.room_id, exc)
+
+    def _maybe_check_store(self) -> None:
+        if time.monotonic() >= self.store_checked_at + STORE_CHECK_INTERVAL:
+            self.store_checked_at = time.monotonic()
+            self.decryptor.keys_in_store(self.archive)
 
     def _maybe_probe_admin(self) -> None:
         if time.monotonic() < self.admin_probed_at + ADMIN_PROBE_INTERVAL:

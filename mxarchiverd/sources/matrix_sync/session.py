@@ -16,10 +16,11 @@ import hashlib
 import hmac
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mxarchiverd.e2ee.sealed_file import write_private
 
 SESSION_FILE = "session.json"
 LOCK_FILE = "lock"
@@ -200,33 +201,7 @@ def save_session(path: Path, session: StoredSession) -> None:
 def write_private_file(path: Path, text: str) -> None:
     """Replace `path` atomically with a 0600 file: a crash leaves the old or the new, never half."""
     ensure_state_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_private(path, text.encode("utf-8"))
 
 
 def load_or_create_secret(path: Path, nbytes: int = 32) -> str:
