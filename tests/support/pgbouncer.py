@@ -6,7 +6,8 @@ Loaded as a pytest plugin (``tests.support.pgbouncer``):
 - ``--archive-via-pgbouncer`` (or ``MXARCHIVERD_TEST_ARCHIVE_VIA=pgbouncer``): every
   ``fresh_db`` (the archive database of the tests) is reached through PgBouncer, so
   the daemon, `status`, `verify` and the tests' own checks all go through it; tests
-  without a ``fresh_db`` are deselected (they would run exactly as without it).
+  without a ``fresh_db`` are deselected (they would run exactly as without it), and so
+  are those marked ``direct_archive`` (they act on server backends, which a pooler shares).
 - ``pgbouncer`` (session): a :class:`PgBouncer` started on loopback, stopped by PID.
 
 Transaction mode with a small pool: session state (SET, advisory session locks,
@@ -62,8 +63,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     would run exactly as without it (tests/run's second pass stays short)."""
     if not via_pgbouncer(config):
         return
-    keep = [item for item in items if "fresh_db" in getattr(item, "fixturenames", ())]
-    dropped = [item for item in items if "fresh_db" not in getattr(item, "fixturenames", ())]
+    def through_pgbouncer(item: pytest.Item) -> bool:
+        return "fresh_db" in getattr(item, "fixturenames", ()) and item.get_closest_marker("direct_archive") is None
+    keep = [item for item in items if through_pgbouncer(item)]
+    dropped = [item for item in items if not through_pgbouncer(item)]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
