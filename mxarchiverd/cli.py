@@ -15,6 +15,7 @@ import psycopg
 from mxarchiverd import __version__
 from mxarchiverd.archive.connection import open_archive
 from mxarchiverd.config import Config, ConfigError, load_config
+from mxarchiverd.config.exposure import exposure_warnings
 from mxarchiverd.config.reference import keys_without_effect
 from mxarchiverd.config.render import render_yaml
 from mxarchiverd.db import DatabaseMisconfigured, DatabaseUnavailable
@@ -84,6 +85,8 @@ def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
         print(f"# note: {note}")
     if verdict.warning:
         print(f"# warning: {MEDIA_STORE_KEY}: {verdict.warning}")
+    for warning in exposure_warnings(config.path):
+        print(f"# warning: {warning}")
     idle = keys_without_effect(config)
     if idle:
         print("# no effect in this configuration (accepted, but nothing reads it here):")
@@ -120,6 +123,8 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
     from mxarchiverd.preflight import preflight
     from mxarchiverd.supervisor.supervisor import run_supervisor
 
+    for warning in exposure_warnings(config.path):
+        log.warning("%s", warning)
     for key, why in keys_without_effect(config):
         log.warning("config: %s has no effect: %s", key, why)
     preflight(config)

@@ -55,8 +55,7 @@ def connect(dsn: str, *, purpose: str, autocommit: bool = False, connect_timeout
     """
     options: dict[str, Any] = {}
     if read_only_timeout is not None:
-        options["options"] = (f"-c default_transaction_read_only=on "
-                              f"-c statement_timeout={max(1, int(read_only_timeout * 1000))}")
+        options["options"] = read_only_options(read_only_timeout)
     try:
         return psycopg.connect(
             dsn,
@@ -75,6 +74,14 @@ def connect(dsn: str, *, purpose: str, autocommit: bool = False, connect_timeout
             raise
         raise DatabaseMisconfigured(f"{purpose} database: libpq refuses the value of {option!r} in the connection"
                                     " string") from None
+
+
+def read_only_options(statement_timeout: float) -> str:
+    """libpq `options` for a source connection: every transaction read-only, every
+    statement bounded, whatever the role may do (DESIGN.md invariant 6). Sources are
+    direct connections (not through a pooler), so startup options are fine there."""
+    return (f"-c default_transaction_read_only=on "
+            f"-c statement_timeout={max(1, int(statement_timeout * 1000))}")
 
 
 def connect_with_retry(
@@ -119,14 +126,19 @@ def connect_source(dsn: str, *, purpose: str, deadline: float, statement_timeout
                               read_only_timeout=statement_timeout)
 
 
-def open_pool(dsn: str, purpose: str, size: int, timeout: float) -> ConnectionPool:
+def open_pool(dsn: str, purpose: str, size: int, timeout: float, *, options: str | None = None) -> ConnectionPool:
     """A pool that checks a connection (one empty query) before it lends it: after an
     outage or a restart of the server, or a pooler closing idle clients, the connections
-    it kept are dead, and without the check each would fail the job it is lent to."""
+    it kept are dead, and without the check each would fail the job it is lent to.
+
+    options: libpq startup options, for a source's read-only session (read_only_options);
+    never for the archive, which may sit behind a pooler that refuses them."""
+    kwargs: dict[str, Any] = {"autocommit": True, "prepare_threshold": None,
+                              "application_name": f"mxarchiverd {purpose}"[:63]}
+    if options is not None:
+        kwargs["options"] = options
     pool = ConnectionPool(dsn, min_size=1, max_size=size, open=False, name=purpose,
-                          check=ConnectionPool.check_connection,
-                          kwargs={"autocommit": True, "prepare_threshold": None,
-                                  "application_name": f"mxarchiverd {purpose}"[:63]})
+                          check=ConnectionPool.check_connection, kwargs=kwargs)
     try:
         pool.open(wait=True, timeout=max(timeout, 1.0))
     except Exception:  # noqa: BLE001 - psycopg_pool raises PoolTimeout after its own retries

@@ -24,6 +24,9 @@ class ExitCode(enum.IntEnum):
     # verify found nothing left to fix, but the archive is not settled yet: --repair
     # queued what it found, or media jobs are still uploading. Run verify again later.
     VERIFY_UNSETTLED = 5
+    # A pipeline stage found that another daemon has taken over the lease (daemon.ha):
+    # a child's code only, never the supervisor's; the supervisor stands by.
+    FENCED = 75
     # The archive schema is newer than this code, or not migrated yet.
     SCHEMA_MISMATCH = 65
     # A database needed at start stayed unreachable past the start-up grace period.

@@ -31,7 +31,8 @@ def preflight(config: Config) -> None:
     if config.source.mode != "synapse_db":
         return  # the bot's homeserver is the poller's to wait for (with the stage healthy)
     assert config.source.synapse_db_url is not None
-    with connect_with_retry(config.source.synapse_db_url.value, purpose="preflight synapse", deadline=deadline) as conn:
+    with connect_with_retry(config.source.synapse_db_url.value, purpose="preflight synapse", deadline=deadline,
+                            read_only_timeout=config.source.statement_timeout) as conn:
         conn.execute("SELECT 1 FROM events LIMIT 1")
         conn.rollback()
         verdict = check_media_store(config, conn)

@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 
 from mxarchiverd.archive.connection import open_archive
+from mxarchiverd.archive.leadership import leadership_facts
 from mxarchiverd.archive.reports import ArchiveFacts, BotCoverage, archive_facts, bot_coverage, encrypted_rooms
 from mxarchiverd.config import Config
 from mxarchiverd.db import DatabaseMisconfigured, DatabaseUnavailable, first_line
@@ -35,6 +36,8 @@ class Status(ArchiveFacts):
     # Rooms with encrypted events: decrypted, still ciphertext, and why (archive/reports.py).
     encrypted_rooms: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # daemon.ha: leader (holder, since, expires, token, valid) and the standbys; None without the table.
+    leadership: dict[str, Any] | None = None
 
     @property
     def lag_positions(self) -> int:
@@ -92,6 +95,7 @@ def collect(config: Config) -> Status:
     with reading("archive"), open_archive(config, purpose="status", autocommit=True) as archive:
         facts = archive_facts(archive)
         bot = bot_coverage(archive) if config.source.mode == "matrix_sync" else None
+        leadership = leadership_facts(archive)
         encrypted = encrypted_rooms(archive)
     with reading("synapse" if config.source.mode == "synapse_db" else "homeserver"):
         state = source_report(config, facts)
@@ -101,7 +105,8 @@ def collect(config: Config) -> Status:
                   source_backfill_bound=_int(backfill.bound) if backfill else None,
                   newest_source_ts=state.newest_source_ts, mode=state.mode,
                   streams=[stream.__dict__ for stream in state.streams],
-                  bot=_bot_dict(bot) if bot else None, problems=list(state.problems), encrypted_rooms=encrypted)
+                  bot=_bot_dict(bot) if bot else None, problems=list(state.problems), encrypted_rooms=encrypted,
+                  leadership=leadership)
 
 
 def _int(value: object) -> int | None:
@@ -139,7 +144,19 @@ def render(status: Status) -> str:
         *_dead_lines(status),
         f"schema:         version {status.schema_version} (this code: {status.schema_expected})",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines + _leadership_lines(status.leadership))
+
+
+def _leadership_lines(facts: dict[str, Any] | None) -> list[str]:
+    """daemon.ha: nothing until a daemon has taken part."""
+    if not facts or (facts["holder"] is None and not facts["standbys"]):
+        return []
+    if facts["holder"] is None or not facts["valid"]:
+        leader = "none (the lease is free or has run out)"
+    else:
+        leader = f"{facts['holder']} since {facts['since']} (fencing token {facts['token']}, lease until {facts['expires']})"
+    standbys = ", ".join(f"{m['holder']} (seen {m['seen_at']})" for m in facts["standbys"]) or "none"
+    return [f"leader:         {leader}", f"standbys:       {standbys}"]
 
 
 def _dead_lines(status: Status) -> list[str]:

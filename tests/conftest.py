@@ -3,6 +3,7 @@ from __future__ import annotations
 
 pytest_plugins = [
     "tests.support.pg",
+    "tests.support.pgbouncer",
     "tests.support.synapse",
     "tests.support.bridge",
     "tests.support.synth",

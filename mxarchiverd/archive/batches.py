@@ -17,6 +17,7 @@ import psycopg
 from mxarchiverd.archive import batch_sql as sql
 from mxarchiverd.archive.batch_sql import ROW_COLUMNS
 from mxarchiverd.archive.cursors import store_cursor
+from mxarchiverd.archive.leadership import Fence, check_fence
 from mxarchiverd.pipeline.messages import ArchiveRow, RoomSummary, RowBatch
 
 log = logging.getLogger(__name__)
@@ -30,11 +31,14 @@ class BatchResult:
     redacted: int
 
 
-def write_batch(conn: psycopg.Connection, batch: RowBatch, *, purge: bool) -> BatchResult:
-    """Store a batch from the enricher and move its cursor, atomically."""
+def write_batch(conn: psycopg.Connection, batch: RowBatch, *, purge: bool, fence: Fence | None = None) -> BatchResult:
+    """Store a batch from the enricher and move its cursor, atomically.
+
+    fence (daemon.ha): raises Fenced, having written nothing, once another daemon leads."""
     rows = batch.rows
     ids = [row["event_id"] for row in rows]
     with conn.transaction():
+        check_fence(conn, fence)
         inserted = _insert_rows(conn, rows)
         _note_decryption(conn, rows)
         _insert_media_jobs(conn, rows)

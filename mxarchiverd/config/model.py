@@ -8,6 +8,8 @@ and compared section by section on reload.
 """
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -225,6 +227,25 @@ class MetricsConfig:
 StartMethod = Literal["spawn", "forkserver"]
 
 
+def _default_holder(config: Any) -> str:
+    """Unique per running daemon: a restarted daemon is a new holder (it takes the lease
+    with a new fencing token), and two daemons on one host never share a name."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class HaConfig:
+    enabled: bool = setting(False, "run as one of several daemons on one archive: one leads, the others stand by",
+                            REFUSE, parse=as_bool)
+    lease_duration: float = setting(
+        6.0, "a leader that stops renewing is replaced this long after its last renewal", HOT,
+        parse=positive_duration, shown_default="6s")
+    renew_interval: float = setting(2.0, "how often the leader renews and a standby checks the lease", HOT,
+                                    parse=positive_duration, shown_default="2s")
+    holder: str = setting("", "this daemon's name in the lease and in status", REFUSE, parse=as_str,
+                          derive=_default_holder, shown_default="hostname:pid")
+
+
 @dataclass(frozen=True)
 class DaemonConfig:
     heartbeat_timeout: float = setting(
@@ -245,6 +266,7 @@ class DaemonConfig:
     # Fixed when the first child (or the fork server) starts.
     start_method: StartMethod = setting("forkserver", "how stage processes start: forkserver or spawn", REFUSE,
                                         parse=one_of("forkserver", "spawn"))
+    ha: HaConfig = section(HaConfig, "high availability: a lease in the archive database")
 
 
 def _read_rooms(s: Section, key: str) -> tuple[RoomConfig, ...]:

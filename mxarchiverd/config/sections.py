@@ -109,6 +109,10 @@ def _dsn_problems(config: Config, problems: Problems) -> None:
 
 def _cross_checks(config: Config, problems: Problems) -> None:
     _dsn_problems(config, problems)
+    ha = config.daemon.ha
+    if ha.renew_interval * 2 > ha.lease_duration:
+        # One failed renewal must not cost the lease: there is time for a second try.
+        problems.add("daemon.ha.renew_interval", "must be at most half of daemon.ha.lease_duration")
     if config.archive_dsn is None:
         problems.add("archive.database_url", "required: set it or supabase.database.connection_string")
     if config.source.mode == "matrix_sync":

@@ -36,7 +36,8 @@ OWN_ARCHIVE_URL_UNSET = "archive.database_url unset"
 
 # Role groups that restart together (the pipeline stages restart as one anyway).
 SOURCE_READERS = frozenset({"poller", "enricher"})
-ARCHIVE_USERS = frozenset({"poller", "dbwriter", "uploader"})  # the poller reads its cursors there
+# The poller reads its cursors there; the lease keeper holds the lease there.
+ARCHIVE_USERS = frozenset({"poller", "dbwriter", "uploader", "lease"})
 UPLOADER = frozenset({"uploader"})
 ENRICHER = frozenset({"enricher"})
 POLLER = frozenset({"poller"})

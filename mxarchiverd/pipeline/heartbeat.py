@@ -24,6 +24,9 @@ from typing import Any
 #   media_dead     dead-lettered media jobs in the archive (uploader); why they died is
 #                  text, which a slot of doubles cannot carry: `mxarchiverd status` reads it
 STAT_KEYS: tuple[str, ...] = ("archived", "lag", "media_backlog", "errors", "media_dead")
+# The lease keeper's (daemon.ha; leadership.py): until when (CLOCK_MONOTONIC) it
+# trusts the lease it holds (0: it holds none), and the lease's fencing token.
+LEADERSHIP_KEYS: tuple[str, ...] = ("lease_until", "fence")
 
 # beat: CLOCK_MONOTONIC seconds of the last beat, 0 = never (time.monotonic is
 #   system-wide on Linux, so the supervisor can compare it with its own clock).
@@ -34,7 +37,7 @@ STAT_KEYS: tuple[str, ...] = ("archived", "lag", "media_backlog", "errors", "med
 #   however fresh the beat (see supervisor/children.py is_stalled).
 # ready: 1 once stage.open() succeeded;
 # generation: the config generation the child runs with (acknowledges a reconfigure).
-FIELDS: tuple[str, ...] = ("beat", "progress", "holding", "ready", "generation", *STAT_KEYS)
+FIELDS: tuple[str, ...] = ("beat", "progress", "holding", "ready", "generation", *STAT_KEYS, *LEADERSHIP_KEYS)
 _AT = {name: i for i, name in enumerate(FIELDS)}
 WIDTH = len(FIELDS)
 
@@ -81,7 +84,7 @@ class HeartbeatSlot:
 
     def write_stats(self, stats: Mapping[str, float]) -> None:
         """Copy the known keys of Stage.stats(); others are ignored (not shown)."""
-        for key in STAT_KEYS:
+        for key in STAT_KEYS + LEADERSHIP_KEYS:
             value = stats.get(key)
             if isinstance(value, (int, float)):
                 self._set(key, float(value))
@@ -110,6 +113,11 @@ class HeartbeatSlot:
 
     def stats(self) -> dict[str, float]:
         return {key: self._get(key) for key in STAT_KEYS}
+
+    @property
+    def leadership(self) -> tuple[float, float]:
+        """(lease_until, fence) as the lease keeper last wrote them."""
+        return self._get("lease_until"), self._get("fence")
 
     def reset(self) -> None:
         """Forget the previous process's values; only while no process owns the slot."""

@@ -13,6 +13,10 @@ Two rules shape it:
 - Stopping is a drain, not a kill: the intake stages get a stop message, an
   end-of-stream marker flows down the pipeline, and signals come only after a
   deadline.
+- With daemon.ha, the pipeline runs only while this daemon leads (PipelineGate,
+  fed from the lease keeper's slot); a standby runs the other stages and counts
+  as healthy. The lease keeper stops last, so that it hands the lease over only
+  after the pipeline's final batch.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from mxarchiverd.exitcodes import ExitCode
+from mxarchiverd.leadership import PipelineGate
 from mxarchiverd.pipeline.heartbeat import Pulse
 from mxarchiverd.supervisor.children import (
     Child, ChildState, Escalation, Policy, RestartIntensity, backoff_delay, boot_exit_code,
@@ -53,7 +58,7 @@ Orders = list[Order]
 
 class Fleet:
     def __init__(self, roles: Sequence[str], pipeline: Sequence[str], policy: Policy,
-                 jitter: Callable[[], float]) -> None:
+                 jitter: Callable[[], float], *, gated: bool = False, last: Sequence[str] = ()) -> None:
         self.children = {role: Child(role) for role in roles}
         self.pipeline = tuple(role for role in pipeline if role in self.children)
         self.policy = policy
@@ -65,6 +70,11 @@ class Fleet:
         self.ever_ready = False
         # The latest trouble, for STATUS=; cleared when every child is running again.
         self.problem: str | None = None
+        # daemon.ha: the pipeline runs only while this daemon leads (set_leadership).
+        self.gate = PipelineGate(gated)
+        # Stopped only once the pipeline has no process left (the lease keeper).
+        self.last = frozenset(role for role in last if role in self.children)
+        self.stop_deadline = math.inf
 
     # -- events -------------------------------------------------------------
 
@@ -84,7 +94,9 @@ class Fleet:
         child.last_exit = exitcode
         if self.shutting_down:
             child.change(S.EXITED, now)
-            return self._release_orphans(now)
+            return self._release_orphans(now) + self._stop_last(now)
+        if exitcode == ExitCode.FENCED and role in self.pipeline and self.gate.enabled:
+            return self._fenced(child, now)
         if child.state is S.STOPPING:
             # We asked for this exit (reload, a pipeline peer failed, or it was stuck).
             child.change(S.BACKOFF, now)
@@ -99,20 +111,33 @@ class Fleet:
             orders += self._escalate(child, now)
         self._track_health(pulses, now)
         orders += self._release_orphans(now)
-        if not self.shutting_down:
+        if self.shutting_down:
+            orders += self._stop_last(now)
+        else:
             orders += self._start_due(now)
         return orders
+
+    def set_leadership(self, token: int | None, now: float) -> Orders:
+        """The fencing token this daemon leads under (None: standing by), as the
+        lease keeper's slot says right now. Losing it stops the pipeline at once:
+        its writes would be fenced off anyway."""
+        if self.shutting_down or not self.gate.update(token):
+            return []
+        self._note("lost the leadership lease; standing by" if token is None
+                   else "the leadership lease was taken again with a new token; restarting the pipeline")
+        return self._stop_pipeline(now)
 
     def shutdown(self, now: float, code: int) -> Orders:
         """Begin the drain; the first reason to stop decides the exit code."""
         if self.shutting_down:
             return []
         self.shutting_down, self.exit_code = True, code
-        deadline = now + self.policy.stop_timeout
+        deadline = self.stop_deadline = now + self.policy.stop_timeout
         orders: Orders = []
         for child in self.children.values():
-            orders += self._stop_for_good(child, deadline, now)
-        return orders + self._release_orphans(now)
+            if child.role not in self.last:
+                orders += self._stop_for_good(child, deadline, now)
+        return orders + self._release_orphans(now) + self._stop_last(now)
 
     def hurry(self, now: float) -> None:
         """A second SIGTERM/SIGINT: skip the rest of the drain, escalate now."""
@@ -143,7 +168,12 @@ class Fleet:
 
     @property
     def all_running(self) -> bool:
-        return all(child.state is S.RUNNING for child in self.children.values())
+        """Every child that should run does (a standby's pipeline should not)."""
+        return all(child.state is S.RUNNING for child in self.children.values() if self._wanted(child))
+
+    @property
+    def standing_by(self) -> bool:
+        return self.gate.enabled and not self.gate.may_start()
 
     @property
     def finished(self) -> bool:
@@ -221,7 +251,8 @@ class Fleet:
             if child.role not in self.pipeline and self._due(child, now):
                 orders += self._spawn(child, now)
         pipeline = [self.children[role] for role in self.pipeline]
-        if pipeline and all(self._due(child, now) for child in pipeline):
+        if pipeline and self.gate.may_start() and all(self._due(child, now) for child in pipeline):
+            self.gate.started()
             orders.append(Order(Verb.REBUILD))
             for child in pipeline:
                 orders += self._spawn(child, now)
@@ -239,7 +270,36 @@ class Fleet:
                 orders.append(Order(Verb.TERM, role))
         return orders
 
+    def _fenced(self, child: Child, now: float) -> Orders:
+        """Another daemon took over while this pipeline ran: no failure, stand by."""
+        self._note(f"{child.role}: another daemon has taken over the lease; standing by")
+        child.change(S.BACKOFF, now)
+        child.restart_at = now
+        self.gate.refuse()
+        return self._stop_pipeline(now)
+
+    def _stop_pipeline(self, now: float) -> Orders:
+        orders: Orders = []
+        for role in self.pipeline:
+            child = self.children[role]
+            if child.state in (S.STARTING, S.RUNNING):
+                self._signal(child, Escalation.TERMINATED, now + self.policy.kill_grace, now)
+                orders.append(Order(Verb.TERM, role))
+        return orders
+
+    def _stop_last(self, now: float) -> Orders:
+        """During a shutdown, once the pipeline is gone: stop the roles kept for last."""
+        if any(self.children[role].has_process for role in self.pipeline):
+            return []
+        orders: Orders = []
+        for role in sorted(self.last):
+            orders += self._stop_for_good(self.children[role], self.stop_deadline, now)
+        return orders
+
     # -- helpers ------------------------------------------------------------
+
+    def _wanted(self, child: Child) -> bool:
+        return child.role not in self.pipeline or self.gate.may_start()
 
     def _stop_for_good(self, child: Child, deadline: float, now: float) -> Orders:
         if child.state in (S.STOPPED, S.BACKOFF):
@@ -304,7 +364,8 @@ class Fleet:
     def _track_health(self, pulses: Mapping[str, Pulse], now: float) -> None:
         for child in self.children.values():
             fresh = now - pulses.get(child.role, Pulse()).beat <= self.policy.heartbeat_timeout
-            if child.state is S.RUNNING and fresh:
+            idle_on_purpose = not self._wanted(child) and not child.has_process
+            if (child.state is S.RUNNING and fresh) or idle_on_purpose:
                 child.unhealthy_since = None
             elif child.unhealthy_since is None:
                 child.unhealthy_since = now

@@ -44,7 +44,8 @@ from mxarchiverd.supervisor.signals import WakeupPipe
 from mxarchiverd.supervisor.status import (
     StatusView, aggregate, describe_config_error, redact, render_status, secret_values,
 )
-from mxarchiverd.workers import METRICS_STAGE, PIPELINE
+from mxarchiverd.leadership import Fence, leading_token
+from mxarchiverd.workers import LEASE_ROLE, METRICS_STAGE, PIPELINE, with_lease_keeper
 from mxarchiverd.workers.runner import run_child, stage_registry
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ def run_supervisor(config: Config, *, stages: Mapping[str, str] | None = None) -
         registry.setdefault(*METRICS_STAGE)
     # Before the first child too: every process must find its metrics directory.
     metrics_dir = metrics_directory.prepare(config)
+    registry = with_lease_keeper(registry, config.daemon.ha.enabled)
     notifier, wakeup = Notifier(env.socket), WakeupPipe()
     wakeup.install()
     try:
@@ -112,7 +114,9 @@ class Supervisor:
         if config.daemon.start_method == "forkserver":
             # Children then fork from a server that has the runner imported already.
             self.ctx.set_forkserver_preload(["mxarchiverd.workers.runner"])
-        self.fleet = Fleet(self.roles, PIPELINE, Policy.from_config(config.daemon), jitter)
+        self.ha = config.daemon.ha.enabled and LEASE_ROLE in self.stages
+        self.fleet = Fleet(self.roles, PIPELINE, Policy.from_config(config.daemon), jitter,
+                           gated=self.ha, last=(LEASE_ROLE,))
         self.board = HeartbeatBoard(self.ctx, self.roles)
         self.procs: dict[str, BaseProcess] = {}
         self.controls: dict[str, Connection] = {}
@@ -147,6 +151,7 @@ class Supervisor:
         now = self.clock()
         self._reap(now)
         self._observe(now)
+        self._follow_lease(now)
         self._execute(self.fleet.tick(now, self.board.pulses()))
         self._push_config()
         self._announce(now)
@@ -277,6 +282,19 @@ class Supervisor:
                 self.fleet.ready(role, now)
                 log.info("%s is ready (pid %s)", role, self.procs[role].pid)
 
+    def _follow_lease(self, now: float) -> None:
+        """daemon.ha: lead while the lease keeper's slot shows a lease valid by our clock."""
+        if self.ha:
+            lease_until, token = self.board.slot(LEASE_ROLE).leadership
+            self._execute(self.fleet.set_leadership(leading_token(lease_until, token, now), now))
+
+    def _fence(self, role: str) -> Fence | None:
+        """What the pipeline's batches check (archive/leadership.py): the token it starts under."""
+        token = self.fleet.gate.running_token
+        if not self.ha or role not in self.fleet.pipeline or token is None:
+            return None
+        return Fence(token, idle_timeout=self.config.daemon.ha.lease_duration)
+
     def _execute(self, orders: list[Order]) -> None:
         for order in orders:
             getattr(self, f"_do_{order.verb.value}")(order.role)
@@ -297,7 +315,7 @@ class Supervisor:
         proc = self.ctx.Process(
             target=run_child, name=f"mxarchiverd-{role}",
             args=(role, self.stages[role], self.config, channels, slot, reader),
-            kwargs={"generation": self.generation, "interactive": self.interactive})
+            kwargs={"generation": self.generation, "interactive": self.interactive, "fence": self._fence(role)})
         try:
             proc.start()
         except Exception:
@@ -401,6 +419,8 @@ class Supervisor:
     def _status(self) -> tuple[str, tuple[object, ...]]:
         """The STATUS= text, and the part of it that is not counters."""
         phase = "stopping" if self.fleet.shutting_down else "running" if self.ready_sent else "starting"
+        if phase == "running" and self.fleet.standing_by:
+            phase = "standby"
         view = StatusView(phase, self.fleet.states(), aggregate(self.board.stats()),
                           self.fleet.problem, self.reload_error)
         # Media jobs starting to die is news, not a counter tick: it goes out at once.

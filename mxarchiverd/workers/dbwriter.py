@@ -28,7 +28,8 @@ class DbWriter(TransformStage):
     def handle(self, message: Message) -> list[Message]:
         assert isinstance(message, RowBatch)
         started = time.monotonic()
-        result = write_batch(self.conn, message, purge=self.config.processing.redaction_policy == "purge")
+        result = write_batch(self.conn, message, purge=self.config.processing.redaction_policy == "purge",
+                             fence=self.fence)
         metrics.batch_stored([row.get("event_type") or "unknown" for row in message.rows], result.inserted,
                              time.monotonic() - started,
                              max((row.get("timestamp") or 0 for row in message.rows), default=None))

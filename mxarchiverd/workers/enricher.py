@@ -8,7 +8,7 @@ import time
 
 from mxarchiverd.archive.connection import open_archive
 from mxarchiverd.classify import build_row
-from mxarchiverd.db import connect_source, connect_with_retry
+from mxarchiverd.db import connect_source
 from mxarchiverd.enrich import enrich_row, room_summary
 from mxarchiverd.pipeline.messages import ArchiveRow, EventBatch, RoomSummary, RowBatch
 from mxarchiverd.sources.bridge_db import BridgedMessage, BridgeReader
@@ -27,7 +27,8 @@ class Enricher(TransformStage):
         self.state = self._room_state(deadline)
         self.bridge: BridgeReader | None = None
         if source.bridge_db_url is not None:
-            bconn = connect_with_retry(source.bridge_db_url.value, purpose="enricher bridge", deadline=deadline)
+            bconn = connect_source(source.bridge_db_url.value, purpose="enricher bridge", deadline=deadline,
+                                   statement_timeout=source.statement_timeout)
             self.bridge = BridgeReader(bconn, source.bridge_id, source.statement_timeout)
         self.events_seen = 0
 

@@ -27,6 +27,7 @@ from types import FrameType, ModuleType
 
 import setproctitle
 
+from mxarchiverd.leadership import Fence
 from mxarchiverd.config import Config
 from mxarchiverd.exitcodes import ExitCode
 from mxarchiverd.logs import batch_context
@@ -100,7 +101,8 @@ class StopFlag:
 
 
 def run_child(role: str, stage_spec: str, config: Config, channels: StageChannels, heartbeat: HeartbeatSlot,
-              control: Connection, *, generation: int = 1, interactive: bool = False) -> None:
+              control: Connection, *, generation: int = 1, interactive: bool = False,
+              fence: Fence | None = None) -> None:
     """The multiprocessing target of every child."""
     faulthandler.enable()
     # The supervisor sends SIGUSR1 before killing a stuck child: the journal then
@@ -110,13 +112,23 @@ def run_child(role: str, stage_spec: str, config: Config, channels: StageChannel
     _configure_logging(role, config)
     stop = StopFlag()
     stop.install(interactive)
-    runner = ChildRunner(role, stage_spec, config, channels, heartbeat, control, stop, generation)
+    runner = ChildRunner(role, stage_spec, config, channels, heartbeat, control, stop, generation, fence=fence)
     sys.exit(runner.run())
 
 
 def _configure_logging(role: str, config: Config) -> None:
     """One line per record (logging.format), every secret of the config masked (logs.py)."""
     configure_logs(role, config.logging.level, config.logging.format, secret_values(config))
+
+
+def _crash_code(role: str, exc: Exception) -> int:
+    """A stage fenced off by a takeover (daemon.ha) exits FENCED, without a traceback:
+    it is no bug, and the supervisor stands by instead of counting a failure."""
+    if getattr(exc, "exit_code", None) == ExitCode.FENCED:
+        log.warning("%s stops: %s", role, exc)
+        return ExitCode.FENCED
+    log.exception("%s crashed", role)
+    return ExitCode.CRASH
 
 
 def _boot_failure(role: str, exc: Exception) -> int:
@@ -133,8 +145,9 @@ def _boot_failure(role: str, exc: Exception) -> int:
 class ChildRunner:
     def __init__(self, role: str, stage_spec: str, config: Config, channels: StageChannels,
                  heartbeat: HeartbeatSlot, control: Connection, stop: StopFlag, generation: int, *,
-                 clock: Callable[[], float] = time.monotonic, getppid: Callable[[], int] = os.getppid) -> None:
-        self.role, self.stage_spec, self.config = role, stage_spec, config
+                 clock: Callable[[], float] = time.monotonic, getppid: Callable[[], int] = os.getppid,
+                 fence: Fence | None = None) -> None:
+        self.role, self.stage_spec, self.config, self.fence = role, stage_spec, config, fence
         self.inbox, self.outbox = channels.inbox, channels.outbox
         self.slot, self.control, self.stop = heartbeat, control, stop
         self.clock, self.getppid = clock, getppid
@@ -161,16 +174,16 @@ class ChildRunner:
             return failed
         try:
             return self._serve()
-        except Exception:
-            log.exception("%s crashed", self.role)
+        except Exception as exc:
             self._let_go_of_outbox()
-            return ExitCode.CRASH
+            return _crash_code(self.role, exc)
         finally:
             self._close()
 
     def _boot(self) -> int | None:
         try:
             self.stage = load_stage_class(self.stage_spec)(self.config, self.stage_progress)
+            self.stage.fence = self.fence
             self.stage.open()
         except Exception as exc:
             self._close()

@@ -10,6 +10,7 @@ import abc
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from mxarchiverd.leadership import Fence
 from mxarchiverd.config import Config
 from mxarchiverd.pipeline.messages import StageMessage
 
@@ -19,6 +20,9 @@ Message = StageMessage
 
 class Stage(abc.ABC):
     role: ClassVar[str]
+    # The leadership lease's fencing token this pipeline runs under (daemon.ha), set by
+    # the runner before open(); None without HA, and for stages outside the pipeline.
+    fence: Fence | None = None
 
     def __init__(self, config: Config, beat: Callable[[], None]) -> None:
         self.config = config

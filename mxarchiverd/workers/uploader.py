@@ -22,7 +22,7 @@ from mxarchiverd.config import Config
 
 from mxarchiverd.archive.connection import archive_pool
 from mxarchiverd.archive.media_queue import MediaQueue, Recorded, Upload
-from mxarchiverd.db import first_line, open_pool
+from mxarchiverd.db import first_line, open_pool, read_only_options
 from mxarchiverd.logs import ids
 from mxarchiverd.media.errors import MediaRefused
 from mxarchiverd.media.fetch import FetchFailed
@@ -54,7 +54,8 @@ class Uploader(SourceStage):
         if self.config.source.mode == "synapse_db":
             assert self.config.source.synapse_db_url is not None
             self.synapse = open_pool(self.config.source.synapse_db_url.value, "uploader synapse", slots,
-                                     self.config.daemon.startup_timeout)
+                                     self.config.daemon.startup_timeout,
+                                     options=read_only_options(self.config.source.statement_timeout))
         self.store: ObjectStore = open_store(self.config)
         # Checked in produce(), not here: storage being down must not crash-loop the
         # uploader (and with it the unit) while messages can still be archived.

@@ -42,6 +42,7 @@ def done_within(uploader: Uploader, archive: str, events: list[str], timeout: fl
     wait_for(all_done, timeout, "every file uploaded")
 
 
+@pytest.mark.direct_archive  # terminates backends by application_name: a pooler shares them
 def test_pooled_connections_the_servers_dropped_are_replaced(
         synapse: SynapseServer, storage_double: StorageDouble, fresh_db: str, tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:

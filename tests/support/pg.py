@@ -6,6 +6,9 @@ are in tests/support/postgres.py. Fixtures:
 - ``pg_server`` (session): a :class:`PgServer` able to create and drop databases.
 - ``fresh_db`` (function): DSN of a brand-new empty database, dropped afterwards.
 
+With ``--archive-via-pgbouncer`` (tests/support/pgbouncer.py), ``fresh_db`` is the
+same database reached through a real PgBouncer in transaction mode.
+
 Set ``MXARCHIVERD_TEST_PG=private`` to skip the local server and always start a
 private cluster (useful to exercise that path on a machine that has a server).
 """
@@ -41,9 +44,11 @@ def pg_server() -> Iterator[PgServer]:
 
 
 @pytest.fixture
-def fresh_db(pg_server: PgServer) -> Iterator[str]:
+def fresh_db(pg_server: PgServer, request: pytest.FixtureRequest) -> Iterator[str]:
+    from tests.support.pgbouncer import via_pgbouncer
+
     dsn = pg_server.create_database("t")
     try:
-        yield dsn
+        yield request.getfixturevalue("pgbouncer").dsn_for(dsn) if via_pgbouncer(request.config) else dsn
     finally:
         pg_server.drop_database(dbname_of(dsn))

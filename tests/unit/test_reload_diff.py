@@ -116,7 +116,7 @@ def test_changed_paths_are_dotted_and_secrets_are_leaves(old: Config) -> None:
 
 
 def test_each_key_has_the_effect_its_declaration_names() -> None:
-    assert rule_for("supabase.database.connection_string") == (Effect.RESTART, {"poller", "dbwriter", "uploader"})
+    assert rule_for("supabase.database.connection_string") == (Effect.RESTART, {"poller", "dbwriter", "uploader", "lease"})
     assert rule_for("processing.batch_size") == (Effect.HOT, frozenset())
     assert rule_for("daemon.start_method") == (Effect.REFUSE, frozenset())
     assert rule_for("path") == (Effect.IGNORE, frozenset())

@@ -29,7 +29,7 @@ def test_every_field_of_the_model_is_declared() -> None:
 
 
 def test_every_restart_names_the_roles_it_restarts_and_nothing_else_does() -> None:
-    roles = {"poller", "enricher", "dbwriter", "uploader"}
+    roles = {"poller", "enricher", "dbwriter", "uploader", "lease"}
     for declared in walk(Config):
         setting = declared.setting
         assert setting.doc, declared.path

@@ -17,7 +17,7 @@ from mxarchiverd.archive.connection import open_archive
 from mxarchiverd.archive.cursors import load_stream_cursors
 from mxarchiverd.archive.rooms import MIN_ORDERING, Registry
 from mxarchiverd.config import Config
-from mxarchiverd.db import connect_source, connect_with_retry
+from mxarchiverd.db import connect_source
 from mxarchiverd.pipeline.cursors import RoomHistoryCursor, StreamCursor
 from mxarchiverd.pipeline.messages import EventBatch, RawEvent
 from mxarchiverd.sources.base import Poll, Source
@@ -59,7 +59,8 @@ class SynapseFollower(Source):
         source = self.config.source
         if source.bridge_db_url is None:
             return None
-        conn = connect_with_retry(source.bridge_db_url.value, purpose="poller bridge", deadline=deadline, autocommit=True)
+        conn = connect_source(source.bridge_db_url.value, purpose="poller bridge", deadline=deadline,
+                              statement_timeout=source.statement_timeout)
         return BridgeReader(conn, source.bridge_id, source.statement_timeout)
 
     def close(self) -> None:
