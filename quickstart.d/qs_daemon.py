@@ -64,9 +64,9 @@ def prepare(data_dir: Path, cluster: Cluster, media_store: Path, storage: Path, 
     return daemon
 
 
-def wait_caught_up(daemon: Daemon, timeout_s: float) -> dict[str, Any]:
+def wait_caught_up(daemon: Daemon, timeout_s: float, min_messages: int = 1) -> dict[str, Any]:
     """`status --json` says caught up with messages archived; a QuickstartError if it exits or times out."""
     try:
-        return daemon.wait_caught_up(timeout_s, min_messages=1)
+        return daemon.wait_caught_up(timeout_s, min_messages=min_messages)
     except (DaemonExited, TimeoutError) as exc:
         raise QuickstartError(str(exc)) from None
