@@ -240,6 +240,8 @@ def summarize(backfills: list[dict[str, Any]], latencies: list[dict[str, Any]], 
                      *(f"{ms(lt(m, 'p50'))} / {ms(lt(m, 'p99'))}" for m in modes)])
         rows.append(["  from Synapse's answer p50 / p99 ms",
                      *(f"{ms(lt(m, 'after_answer_p50'))} / {ms(lt(m, 'after_answer_p99'))}" for m in modes)])
+        rows.append(["  messages/s achieved; Synapse's answer p50 ms",
+                     *(f"{lt(m, 'achieved'):.1f}; {ms(lt(m, 'synapse_answer_p50'))}" for m in modes)])
     print(f"\n--- bot mode beside DB mode, same Synapse ({runs}) ---")
     print(report.table(rows, headers))
     for rate in sorted({p["rate"] for p in latencies}):
