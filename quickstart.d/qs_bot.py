@@ -16,6 +16,7 @@ from pathlib import Path
 from qs_daemon import CONFIG_NAME, LOG_NAME
 from qs_postgres import ARCHIVE_DB
 from tests.support.daemon import Daemon
+from tests.support.nio_driver import register_bot
 from tests.support.postgres import Cluster
 from tests.support.synapse import SynapseServer
 
@@ -42,6 +43,9 @@ matrix:
   device_name: mxarchiverd quickstart
   # listed + rooms: [] = accept invites to any room, and archive every room the bot is in.
   accept_invites: listed
+  # Small (the default is 50), so that even the sample's short history is read back
+  # through /messages, as a real room's would be.
+  timeline_limit: 10
 
 archive:
   database_url: "{archive_db_url}"
@@ -80,13 +84,7 @@ def register(server: SynapseServer) -> BotAccount:
     The archiver logs in itself and keeps that one device for good; a second,
     unused device would only be another place senders share room keys with.
     """
-    user = server.register(BOT_LOCALPART, displayname="Archiver")
-    try:
-        user.request("POST", "/_matrix/client/v3/logout", json={})
-    finally:
-        user.close()
-    assert user.password is not None
-    return BotAccount(user.user_id, user.password)
+    return BotAccount(*register_bot(server, BOT_LOCALPART))
 
 
 def write_secret(path: Path, value: str) -> Path:

@@ -132,7 +132,7 @@ def test_quickstart_bot_archives_the_sample_through_the_client_api(tmp_path: Pat
     check_report(out, tuple(b for b in SAMPLE_BODIES if b not in REDACTED_BODIES))
     rows = [line for line in section(out, "Messages").splitlines() if line.startswith("$")]
     assert not [b for b in REDACTED_BODIES if any(b in row for row in rows)], rows
-    assert "source:         matrix_sync" in out and "pagination:     none" in out
+    assert "source:         matrix_sync" in out and "pagination:     history done 1" in out  # paged back
     assert "What bot mode cannot see" in out and "kick_matrix_users: false" in out
     assert "matrix.pickle_key_file" in section(out, "Run it as a bot")
 
