@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from qs_daemon import CONFIG_NAME, LOG_NAME
+from qs_daemon import CONFIG_NAME, LOG_NAME, SAMPLE_RUN_SETTINGS
 from qs_postgres import ARCHIVE_DB
 from tests.support.daemon import Daemon
 from tests.support.nio_driver import register_bot
@@ -60,16 +60,7 @@ processing:
   sync_timeout: 2s
   retry_delay: 1s
 
-logging:
-  level: INFO
-
-daemon:
-  heartbeat_timeout: 30s
-  stop_timeout: 15s
-  startup_timeout: 20s
-  restart_backoff_initial: 200ms
-  restart_backoff_max: 5s
-"""
+""" + SAMPLE_RUN_SETTINGS
 
 
 @dataclass(frozen=True)
