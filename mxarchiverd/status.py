@@ -47,7 +47,10 @@ class Status(ArchiveFacts):
     def caught_up(self) -> bool:
         media_busy = self.media.get("pending", 0) + self.media.get("purge", 0)
         pages = self.bot["pending_pagination"] if self.bot else 0
-        return self.lag_positions == 0 and self.rooms_history_pending == 0 and media_busy == 0 and pages == 0
+        # A bot with no /sync committed yet has no stream that could lag: it has simply read nothing.
+        never_synced = self.bot is not None and not self.bot["accounts"]
+        return (self.lag_positions == 0 and self.rooms_history_pending == 0 and media_busy == 0 and pages == 0
+                and not never_synced)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "lag_positions": self.lag_positions, "caught_up": self.caught_up}

@@ -17,6 +17,20 @@ from tests.support.postgres import Cluster
 CONFIG_NAME = "mxarchiverd.yaml"
 LOG_NAME = "mxarchiverd.log"
 
+# The end of both sample configs (this one and ./quickstart --bot's, qs_bot.py).
+SAMPLE_RUN_SETTINGS = """\
+logging:
+  level: INFO
+
+# Short timeouts: a sample run should fail fast and stop quickly.
+daemon:
+  heartbeat_timeout: 30s
+  stop_timeout: 15s
+  startup_timeout: 20s
+  restart_backoff_initial: 200ms
+  restart_backoff_max: 5s
+"""
+
 CONFIG_TEMPLATE = """\
 # Written by ./quickstart: the archiver on the quickstart's private PostgreSQL,
 # with media in a local directory. For Supabase, see the end of ./quickstart's output.
@@ -41,17 +55,7 @@ processing:
   poll_interval: 200ms
   retry_delay: 1s
 
-logging:
-  level: INFO
-
-# Short timeouts: a sample run should fail fast and stop quickly.
-daemon:
-  heartbeat_timeout: 30s
-  stop_timeout: 15s
-  startup_timeout: 20s
-  restart_backoff_initial: 200ms
-  restart_backoff_max: 5s
-"""
+""" + SAMPLE_RUN_SETTINGS
 
 
 def prepare(data_dir: Path, cluster: Cluster, media_store: Path, storage: Path, homeserver_url: str) -> Daemon:
@@ -64,9 +68,9 @@ def prepare(data_dir: Path, cluster: Cluster, media_store: Path, storage: Path, 
     return daemon
 
 
-def wait_caught_up(daemon: Daemon, timeout_s: float) -> dict[str, Any]:
+def wait_caught_up(daemon: Daemon, timeout_s: float, min_messages: int = 1) -> dict[str, Any]:
     """`status --json` says caught up with messages archived; a QuickstartError if it exits or times out."""
     try:
-        return daemon.wait_caught_up(timeout_s, min_messages=1)
+        return daemon.wait_caught_up(timeout_s, min_messages=min_messages)
     except (DaemonExited, TimeoutError) as exc:
         raise QuickstartError(str(exc)) from None

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import qs_bot
 import qs_daemon
 import qs_postgres
 import qs_report
@@ -165,22 +166,26 @@ def start_synapse(session: Session, port: int, cluster: Cluster) -> qs_synapse.R
     return running
 
 
-def send_sample(session: Session, running: qs_synapse.RunningSynapse) -> tuple[Sent, dict[str, str]]:
+def send_sample(session: Session, running: qs_synapse.RunningSynapse,
+                invite: str | None = None) -> tuple[Sent, dict[str, str]]:
     alice, bob = qs_synapse.register_pair(running.server)
     with alice, bob:
         sent = send_conversation(alice, bob, ROOM_NAME)
         passwords = {alice.user_id: alice.password or "", bob.user_id: bob.password or ""}
+        if invite:
+            alice.invite(sent.room_id, invite)
     session.say(f"alice and bob sent {len(sent.events)} events to room {ROOM_NAME!r} ({sent.room_id}): "
-                "text, a reply, a thread, a reaction, edits, redactions, an image, a PDF")
+                "text, a reply, a thread, a reaction, edits, redactions, an image, a PDF"
+                + (f"; then alice invited {invite}" if invite else ""))
     return sent, passwords
 
 
-def run_daemon(session: Session, daemon: Daemon, timeout_s: float) -> dict[str, Any]:
+def run_daemon(session: Session, daemon: Daemon, timeout_s: float, min_messages: int = 1) -> dict[str, Any]:
     daemon.start()
     assert daemon.ident is not None
     session.record("mxarchiverd", daemon.ident.as_dict())
     session.say(f"mxarchiverd --config {daemon.config_path} run   (pid {daemon.pid}, log: {daemon.log_path})")
-    status = qs_daemon.wait_caught_up(daemon, timeout_s)
+    status = qs_daemon.wait_caught_up(daemon, timeout_s, min_messages)
     session.say(f"caught up: {status['messages']} events archived, media jobs {status['media']}")
     return status
 
@@ -199,18 +204,25 @@ def check_against_sent(data: dict[str, list[dict[str, Any]]], sent: Sent) -> lis
     return problems
 
 
-def report(session: Session, cluster: Cluster, daemon: Daemon, sent: Sent) -> list[str]:
+def report(session: Session, cluster: Cluster, daemon: Daemon, sent: Sent, bot: bool = False) -> list[str]:
     config = daemon.config_path
     data = qs_report.fetch(cluster.dsn(ARCHIVE_DB))
     cwd = Path.cwd()
     print("\nRooms\n" + qs_report.rooms_table(data["rooms"]))
+    redacted = (("a redacted message is marked REDACTED; the bot never saw the content of those\n"
+                 "redacted before it joined: the server serves them empty") if bot else
+                "a redacted message keeps its content and is marked REDACTED")
     print("\nMessages (state events such as joins are archived too, counted above; with the default\n"
-          "redaction_policy keep, a redacted message keeps its content and is marked REDACTED)\n"
-          + qs_report.messages_table(data["messages"]))
+          f"redaction_policy keep, {redacted})\n" + qs_report.messages_table(data["messages"]))
     print("\nMedia\n" + qs_report.media_table(data["media"], session.data_dir / "media", cwd))
     status = daemon.cli("status")
-    print(f"\nmxarchiverd --config {config} status\n{status.stdout.rstrip()}{status.stderr.rstrip()}")
-    print("\n" + qs_report.supabase_section(config) + "\n", flush=True)
+    # Its log lines (stderr) only when it failed: the report is what it prints.
+    shown = status.stdout.rstrip() if status.returncode == 0 else f"{status.stdout}{status.stderr}".rstrip()
+    print(f"\nmxarchiverd --config {config} status\n{shown}")
+    if bot:
+        print("\n" + qs_bot.limits_section() + "\n\n" + qs_bot.deployment_section(config) + "\n", flush=True)
+    else:
+        print("\n" + qs_report.supabase_section(config) + "\n", flush=True)
     problems = check_against_sent(data, sent)
     if problems:
         session.say("PROBLEM: the archive differs from what was sent:\n  " + "\n  ".join(problems))
@@ -230,14 +242,21 @@ def choose_ports(args: argparse.Namespace) -> tuple[int, int]:
 def archive_sample(session: Session, args: argparse.Namespace, pg_port: int, synapse_port: int) -> list[str]:
     cluster = start_postgres(session, pg_port)
     running = start_synapse(session, synapse_port, cluster)
-    sent, passwords = send_sample(session, running)
+    bot = qs_bot.register(running.server) if args.bot else None
+    sent, passwords = send_sample(session, running, invite=bot.user_id if bot else None)
     session.record("users", passwords)
     storage = session.data_dir / "media"
     storage.mkdir()
-    daemon = qs_daemon.prepare(session.data_dir, cluster, running.server.media_store_path, storage,
-                               running.server.base_url)
-    run_daemon(session, daemon, args.timeout)
-    return report(session, cluster, daemon, sent)
+    if bot is None:
+        daemon = qs_daemon.prepare(session.data_dir, cluster, running.server.media_store_path, storage,
+                                   running.server.base_url)
+        run_daemon(session, daemon, args.timeout)
+    else:
+        session.record("bot", bot.user_id)
+        daemon = qs_bot.prepare(session.data_dir, cluster, storage, running.server.base_url, bot)
+        # Until every sent event is in: the bot's first rounds archive only its invite and join.
+        run_daemon(session, daemon, args.timeout, min_messages=len(sent.events))
+    return report(session, cluster, daemon, sent, bot=bot is not None)
 
 
 def print_kept(session: Session) -> None:
@@ -248,6 +267,9 @@ Left running (--keep); stop them with:  ./quickstart --stop{_data_dir_option(ses
   Synapse      http://127.0.0.1:{state['synapse']['port']}   users (password): {users}
   PostgreSQL   psql postgresql://postgres@127.0.0.1:{state['postgres']['port']}/mxarchive
   mxarchiverd  pid {state['mxarchiverd']['pid']}, log {session.data_dir / 'mxarchiverd.log'}""", flush=True)
+    if state.get("bot"):
+        print(f"  bot          {state['bot']} (password in {session.data_dir / qs_bot.PASSWORD_FILE}), "
+              "in every room it is invited to", flush=True)
 
 
 def _data_dir_option(data_dir: Path) -> str:

@@ -28,6 +28,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     "archive it with `mxarchiverd run` (archive database on that PostgreSQL, media in a local "
                     "directory) and print what was archived. Everything it starts is stopped at the end, "
                     "unless --keep. Each run starts from an empty data directory.")
+    parser.add_argument("--bot", action="store_true",
+                        help="archive as a bot user through the client API (source.mode matrix_sync: /sync and "
+                             "/messages) instead of reading Synapse's database")
     parser.add_argument("--keep", action="store_true",
                         help="leave PostgreSQL, Synapse and mxarchiverd running (stop them with --stop)")
     parser.add_argument("--stop", action="store_true", help="only stop what an earlier --keep run left running")

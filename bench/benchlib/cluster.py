@@ -19,12 +19,12 @@ SETTINGS = {
 }
 
 
-def open_server(stack: procs.Cleanup, admin_dsn: str | None) -> PgServer:
-    """The server to benchmark on: `admin_dsn` (a superuser DSN) or a new private cluster."""
+def open_server(stack: procs.Cleanup, admin_dsn: str | None, settings: dict[str, str] | None = None) -> PgServer:
+    """The server to benchmark on: `admin_dsn` (a superuser DSN) or a new private cluster (plus `settings`)."""
     if admin_dsn:
         server = PgServer.from_dsn(admin_dsn, bindir=find_bindir(), database_prefix=DATABASE_PREFIX)
     else:
-        cluster = Cluster.temporary("mxa-bench-pg-", fsync=True, settings=SETTINGS)
+        cluster = Cluster.temporary("mxa-bench-pg-", fsync=True, settings={**SETTINGS, **(settings or {})})
         stack.callback(cluster.destroy, label="stop private PostgreSQL")
         server = cluster.create()
         server.database_prefix = DATABASE_PREFIX

@@ -7,6 +7,9 @@ that logger at INFO, and, as a second line, redacts every registered secret
 redaction sits in the log record factory rather than in logger filters: a
 logger filter sees only records of that very logger, and loggers created later
 (or handlers added later, like a test's capture) would miss it.
+
+nio also logs each timeline event it handles at INFO (``nio.rooms``): that logger
+is capped at WARNING, so the journal holds no line per archived event.
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ REDACTED = "***"
 MIN_SECRET_CHARS = 6  # shorter values would redact ordinary words
 # Loggers that dump whole request/response bodies at DEBUG.
 BODY_DUMPERS = ("nio.responses",)
+# Loggers that write a line per event at INFO ("Room ... handling event of type ...").
+PER_EVENT_LOGGERS = ("nio.rooms",)
 
 
 class SecretRedactor:
@@ -74,4 +79,6 @@ def protect_logs(*secrets: str | None) -> SecretRedactor:
         logger = logging.getLogger(name)
         if logger.level < logging.INFO:
             logger.setLevel(logging.INFO)
+    for name in PER_EVENT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     return REDACTOR

@@ -51,5 +51,14 @@ def test_the_guard_itself_sees_a_leak() -> None:
 def test_short_values_are_not_treated_as_secrets(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     protect_logs("abc")
-    logging.getLogger("nio.rooms").info("abc stays readable")
+    logging.getLogger("nio.client").info("abc stays readable")
     assert "abc stays readable" in [r.getMessage() for r in caplog.records]
+
+
+def test_nio_logs_no_line_per_event_but_its_warnings(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    protect_logs()
+    rooms = logging.getLogger("nio.rooms")
+    rooms.info("Room !r:x handling event of type RoomMessageText")
+    rooms.warning("something nio finds wrong")
+    assert [r.getMessage() for r in caplog.records if r.name == "nio.rooms"] == ["something nio finds wrong"]
