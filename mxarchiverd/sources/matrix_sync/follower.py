@@ -153,7 +153,9 @@ class SyncFollower(Source):
             # rather than a crash loop that would end the whole daemon.
             return self._wait(batches, self._backoff(), f"the homeserver refused a request: {exc}")
         self.failures, self.last_problem = 0, None
-        return Poll(batches, busy=bool(self.coverage.jobs))
+        # The next round starts at once: its /sync long-polls (the wait for new events is the
+        # server's), and pagination work, if any, goes on at full speed.
+        return Poll(batches, busy=True)
 
     def _round(self, batches: list[EventBatch]) -> None:
         self._maybe_probe_admin()
