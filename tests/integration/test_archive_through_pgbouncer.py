@@ -70,7 +70,7 @@ def test_migrate_run_status_and_verify_through_pgbouncer(pgbouncer: PgBouncer, p
         text = daemon.cli("status")
         assert text.returncode == 0 and "leader:         bounced since" in text.stdout
         checked = daemon.cli("verify")
-        assert checked.returncode == 0 and "0 event(s) missing" in checked.stdout, checked.stdout + checked.stderr
+        assert checked.returncode == 0 and "0 problem(s)" in checked.stdout, checked.stdout + checked.stderr
         assert daemon.stop(30) == 0, daemon.tail()
     traffic.conn.close()
     ids = archive_ids(archive)
