@@ -12,7 +12,12 @@
    query on event_json and one upsert, cursor saved per message) on a subset,
    rate extrapolated.
 
+With --baseline REV the daemon of an earlier revision runs too, on the same
+source, in the same run; with --archive-rtt-ms 0,20,60 everything runs at each
+round-trip time to the archive.
+
 Usage: .venv/bin/python bench/backfill.py [--events 1000000] [--profile]
+       .venv/bin/python bench/backfill.py --events 30000 --archive-rtt-ms 0,20,60 --baseline b7386c3
 """
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import orjson  # noqa: E402
 import psycopg  # noqa: E402
 
-from benchlib import pgstat, procs, report  # noqa: E402
+from benchlib import baseline, pgstat, procs, report  # noqa: E402
 from benchlib.cluster import open_server  # noqa: E402
 from benchlib.daemon import CursorProbe, DaemonConfig, start_daemon, wait_for_position  # noqa: E402
 from benchlib.schema import create_synapse_db  # noqa: E402
@@ -42,6 +47,7 @@ from tests.support.postgres import PgServer  # noqa: E402
 
 TS_START = 1_700_000_000_000
 TARGET_RATE, TARGET_COPY_SHARE, TARGET_SEED_FACTOR = 20_000.0, 0.30, 50.0
+TARGET_REMOTE_RATE = 10_000.0  # at 20 ms round trip to the archive
 
 
 def parse_args() -> argparse.Namespace:
@@ -54,12 +60,20 @@ def parse_args() -> argparse.Namespace:
                    help="also run the three stages in-process under cProfile and print where the time goes")
     p.add_argument("--profile-events", type=int, default=50_000, help="events for --profile (default 50000)")
     p.add_argument("--pg-admin-dsn", help="use this PostgreSQL server (superuser DSN) instead of a private cluster")
-    p.add_argument("--archive-rtt-ms", type=float, default=0.0,
+    p.add_argument("--archive-rtt-ms", type=_rtts, default=[0.0],
                    help="put the archive database behind a proxy adding this round-trip time (Supabase is remote;"
-                        " Synapse's database stays local). Applies to the daemon, seed 001 and COPY alike")
+                        " Synapse's database stays local); a comma-separated list runs everything at each. Applies"
+                        " to the daemon, seed 001 and COPY alike")
+    p.add_argument("--baseline", metavar="REV",
+                   help="also run the daemon of this git revision (same venv, its code on PYTHONPATH), beside this"
+                        " tree's, on the same source: before and after in one run")
     p.add_argument("--seed", type=int, default=6, help="RNG seed of the generator")
     p.add_argument("--timeout", type=float, default=3600, help="give up on the daemon after this many seconds")
     return p.parse_args()
+
+
+def _rtts(text: str) -> list[float]:
+    return [float(part) for part in text.split(",") if part.strip()]
 
 
 def main() -> int:
@@ -73,12 +87,18 @@ def main() -> int:
                       ["source and archive databases are on the same PostgreSQL server (no network);"
                        " Supabase over the internet adds a round trip per statement"])
         figures: dict[str, Any] = {"machine": report.machine(), "events": args.events,
-                                   "archive_rtt_ms": args.archive_rtt_ms}
-        remote = far_away(stack, args.archive_rtt_ms)
+                                   "archive_rtt_ms": args.archive_rtt_ms, "runs": []}
+        revisions = [baseline.THIS_TREE] + ([baseline.checkout(stack, args.baseline)] if args.baseline else [])
         synapse_dsn, last = generate(server, args)
-        figures["copy"] = measure_copy(server, synapse_dsn, args.events, remote)
-        figures["daemon"] = measure_daemon(stack, server, synapse_dsn, last, args, workdir, remote)
-        figures["seed001"] = measure_seed001(server, synapse_dsn, args.seed_events, workdir, remote)
+        for rtt in args.archive_rtt_ms:
+            remote = far_away(stack, rtt)
+            run: dict[str, Any] = {"archive_rtt_ms": rtt, "copy": measure_copy(server, synapse_dsn, args.events, remote),
+                                   "daemons": {}}
+            for revision in revisions:
+                run["daemons"][revision.label] = measure_daemon(stack, server, synapse_dsn, last, args, workdir, remote,
+                                                                revision)
+            run["seed001"] = measure_seed001(server, synapse_dsn, _seed_subset(args.seed_events, rtt), workdir, remote)
+            figures["runs"].append(run)
         summarize(figures, args)
         if args.profile:
             figures["profile"] = profile_stages(server, args, workdir)
@@ -172,12 +192,20 @@ def measure_copy(server: PgServer, synapse_dsn: str, events: int, remote: Callab
 
 # --- the daemon -------------------------------------------------------------------------
 
+def _seed_subset(events: int, rtt_ms: float) -> int:
+    """Seed 001's subset, smaller far away (two round trips per message): about a minute's work."""
+    return events if rtt_ms <= 0 else max(200, min(events, int(30_000 / rtt_ms)))
+
+
 def measure_daemon(stack: procs.Cleanup, server: PgServer, synapse_dsn: str, last: int, args: argparse.Namespace,
-                   workdir: Path, remote: Callable[[str], str]) -> dict[str, Any]:
-    print("\n[3/4] full daemon: mxarchiverd run (uploader idle), until archive_cursors 'events' = source bound")
+                   workdir: Path, remote: Callable[[str], str],
+                   revision: baseline.Revision = baseline.THIS_TREE) -> dict[str, Any]:
+    print(f"\n[3/4] full daemon ({revision.label}): mxarchiverd run (uploader idle), until archive_cursors 'events'"
+          " = source bound")
     archive = server.create_database("archive")
-    daemon = DaemonConfig(synapse_dsn, remote(archive), workdir / "daemon", batch_size=args.batch_size).daemon(
-        workdir / "daemon.log")
+    home = workdir / f"daemon-{len(list(workdir.glob('daemon-*')))}"
+    daemon = DaemonConfig(synapse_dsn, remote(archive), home, batch_size=args.batch_size).daemon(
+        home / "daemon.log", env=revision.env())
     probe = CursorProbe(archive)
     pg_cpu0 = procs.tree_cpu_seconds(server.postmaster_pid) if server.postmaster_pid else None
     statements = pgstat.available(server)
@@ -285,18 +313,27 @@ def measure_seed001(server: PgServer, synapse_dsn: str, subset: int, workdir: Pa
 # --- summary ------------------------------------------------------------------------------
 
 def summarize(figures: dict[str, Any], args: argparse.Namespace) -> None:
-    daemon, copy, seed = figures["daemon"]["rate"], figures["copy"]["rate"], figures["seed001"]["rate"]
-    share, factor = daemon / copy, daemon / seed
-    figures["ratios"] = {"daemon_over_copy": share, "daemon_over_seed001": factor}
+    """One table: per round-trip time, each daemon beside COPY and seed 001, targets on this tree's rows."""
     print(f"\n--- backfill of {args.events:,} events ---")
-    print(report.table([
-        ["full daemon (mxarchiverd run)", daemon, f">= {TARGET_RATE:,.0f}", report.verdict(daemon >= TARGET_RATE)],
-        ["physical limit (COPY pipe)", copy, "", ""],
-        ["seed 001 design (per-message)", seed, "", ""],
-        ["daemon / COPY", f"{share:.1%}", f">= {TARGET_COPY_SHARE:.0%}", report.verdict(share >= TARGET_COPY_SHARE)],
-        ["daemon / seed 001", f"{factor:.1f}x", f">= {TARGET_SEED_FACTOR:.0f}x",
-         report.verdict(factor >= TARGET_SEED_FACTOR)],
-    ], ["what", "events/s", "target", ""]))
+    table = []
+    for run in figures["runs"]:
+        rtt, copy, seed = run["archive_rtt_ms"], run["copy"]["rate"], run["seed001"]["rate"]
+        for label, daemon in run["daemons"].items():
+            rate = daemon["rate"]
+            cpu = sum(daemon["cpu_seconds"].values()) / args.events * 1e6
+            pg = daemon["postgres_cpu_seconds"]
+            mine = label == baseline.THIS_TREE.label
+            target = TARGET_RATE if rtt <= 0 else TARGET_REMOTE_RATE
+            table.append([f"{rtt:g}", f"daemon, {label}", rate, daemon["steady_rate"], f"{rate / copy:.1%}",
+                          f"{rate / seed:.1f}x",
+                          f"{cpu:.0f}", f"{pg / args.events * 1e6:.0f}" if pg is not None else "",
+                          f">= {target:,.0f}" if mine else "", report.verdict(rate >= target) if mine else ""])
+        table.append([f"{rtt:g}", "physical limit (COPY pipe)", copy, "", "", "", "", "", "", ""])
+        table.append([f"{rtt:g}", "seed 001 design (per message)", seed, "", "", "", "", "", "", ""])
+    print(report.table(table, ["rtt ms", "what", "events/s", "after 1st batch", "of COPY", "x seed 001",
+                               "daemon us/ev", "PG us/ev", "target", ""]))
+    print(f"targets: >= {TARGET_RATE:,.0f} events/s and >= {TARGET_COPY_SHARE:.0%} of COPY locally,"
+          f" >= {TARGET_REMOTE_RATE:,.0f} events/s at 20 ms, >= {TARGET_SEED_FACTOR:.0f}x seed 001")
 
 
 # --- in-process profile -----------------------------------------------------------------

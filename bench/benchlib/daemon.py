@@ -37,7 +37,8 @@ class DaemonConfig:
 
     def sections(self) -> dict[str, Any]:
         media_store = self.media_store or (self.workdir / "media_store")
-        media_store.mkdir(parents=True, exist_ok=True)
+        # Laid out as Synapse's (the daemon refuses a media store without local_content/).
+        (media_store / "local_content").mkdir(parents=True, exist_ok=True)
         archive: dict[str, Any] = {"database_url": self.archive_dsn}
         sections: dict[str, Any] = {
             "source": {"mode": "synapse_db", "synapse_db_url": self.synapse_dsn,
@@ -52,24 +53,27 @@ class DaemonConfig:
             sections["supabase"] = {"url": CLOSED_STORAGE_URL if idle else self.supabase_url,
                                     "service_role_key": "unused" if idle else self.service_key}
         sections.update({
-            "matrix": {"homeserver_url": "http://127.0.0.1:9"},
+            # Idle mode: the synthetic media rows have no files; with a token the start-up check
+            # expects them over the media API (never fetched: the uploader waits for its bucket).
+            "matrix": {"homeserver_url": "http://127.0.0.1:9",
+                       **({"access_token": "unused"} if self.storage == "idle" else {})},
             "rooms": [],
             "processing": {
                 "batch_size": self.batch_size, "poll_interval": self.poll_interval,
                 "concurrent_uploads": self.concurrent_uploads,
                 # Idle mode: a refused bucket is retried rarely, so the uploader stays quiet.
-                "retry_delay": "10m" if self.storage == "idle" else "1s", "download_media": False,
+                "retry_delay": "10m" if self.storage == "idle" else "1s", "download_media": self.storage == "idle",
             },
             "logging": {"level": self.log_level},
             "daemon": {"stop_timeout": "30s", "startup_timeout": "30s"},
         })
         return sections
 
-    def daemon(self, log_path: Path) -> Daemon:
-        """A launcher with this config written (not started yet)."""
+    def daemon(self, log_path: Path, env: dict[str, str] | None = None) -> Daemon:
+        """A launcher with this config written (not started yet); `env` for its processes."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        daemon = Daemon(self.workdir, config_path=self.workdir / "mxarchiver.yaml", log_path=log_path)
-        daemon.write_config(**self.sections())
+        daemon = Daemon(self.workdir, config_path=self.workdir / "mxarchiver.yaml", log_path=log_path, env=env)
+        daemon.write_config(**self.sections()).chmod(0o600)  # it holds a (dummy) service key
         return daemon
 
     def write(self) -> Path:

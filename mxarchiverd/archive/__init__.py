@@ -6,6 +6,7 @@
 - cursors.py      durable source cursors (loaded at start, stored with their rows)
 - rooms.py        the monitored_rooms registry and its rules
 - bridge_ids.py   WhatsApp ids the bridge recorded after the message was archived
-- upkeep.py       planner statistics while the archive grows fast
+- leadership.py   the HA lease and the fence check of every batch
+- ...             media_queue, sync_state, room_state, reports, audit, migrations, privileges
 """
 from __future__ import annotations

@@ -3,8 +3,20 @@
 Batches travel as one JSON parameter expanded with jsonb_to_recordset: a single
 statement per table, no temporary tables (catalog churn at thousands of batches)
 and no server-side prepared statements (transaction-mode poolers).
+
+No statement needs another's result on the client: a batch's statements go to the
+server in one round trip (archive/batches.py), so whatever one statement must know
+of an earlier one's effect it reads back in SQL (the transaction sees its own writes).
 """
 from __future__ import annotations
+
+# Index plans for this transaction whatever the statistics say. While a first
+# backfill grows the archive from empty, autovacuum's statistics lag far behind the
+# table, and the planner then scans all of archived_messages for every batch's
+# redactions and edits (bench/README.md has the figures); every statement here is
+# an index lookup by its nature. SET LOCAL-like, so it works through a
+# transaction-mode pooler and leaves nothing behind.
+INDEX_PLANS = "SELECT set_config('enable_seqscan', 'off', true)"
 
 ROW_COLUMNS: tuple[tuple[str, str], ...] = (
     ("event_id", "text"), ("room_id", "text"), ("sender", "text"), ("timestamp", "bigint"),
@@ -77,31 +89,35 @@ UPDATE archived_messages t
 RETURNING t.event_id, t.relation_type, t.relates_to_event_id
 """
 
-# redaction_policy purge: clear the content of redacted events and of their valid
-# edits (same sender and room); anyone else's event is left alone.
-PURGE_CONTENT = """
-UPDATE archived_messages m
-   SET content = '{}'::jsonb, event = CASE WHEN m.event IS NULL THEN NULL ELSE jsonb_set(m.event, '{content}', '{}'::jsonb) END,
-       event_raw = NULL, original_content = NULL, updated_at = NOW()
-  FROM archived_messages t
- WHERE t.event_id = ANY(%(ids)s)
-   AND (m.event_id = t.event_id
-        OR (m.relation_type = 'm.replace' AND m.relates_to_event_id = t.event_id
-            AND m.sender = t.sender AND m.room_id = t.room_id))
-RETURNING m.event_id
-"""
-
-# Uploaded objects of purged events are deleted by the uploader; others are dropped.
-PURGE_MEDIA = """
+# redaction_policy purge: clear the content of the redacted events this batch holds or
+# redacts, and of their valid edits (same sender and room); anyone else's event is
+# left alone. Clearing again what is clear already changes nothing. The uploaded
+# objects of purged events are deleted by the uploader; others are dropped.
+PURGE_REDACTED = """
+WITH targets AS (
+  SELECT t.event_id, t.sender, t.room_id FROM archived_messages t
+   WHERE (t.event_id = ANY(%(ids)s) OR t.event_id = ANY(%(redacts)s)) AND t.redacted IS TRUE
+), purged AS (
+  UPDATE archived_messages m
+     SET content = '{}'::jsonb, event = CASE WHEN m.event IS NULL THEN NULL ELSE jsonb_set(m.event, '{content}', '{}'::jsonb) END,
+         event_raw = NULL, original_content = NULL, updated_at = NOW()
+    FROM targets t
+   WHERE m.event_id = t.event_id
+      OR (m.relation_type = 'm.replace' AND m.relates_to_event_id = t.event_id
+          AND m.sender = t.sender AND m.room_id = t.room_id)
+  RETURNING m.event_id
+)
 UPDATE media_jobs
    SET state = CASE WHEN state = 'done' THEN 'purge' ELSE 'purged' END,
        next_attempt_at = NOW(), updated_at = NOW()
- WHERE event_id = ANY(%(ids)s) AND state IN ('pending', 'done', 'dead', 'refused')
+ WHERE event_id IN (SELECT event_id FROM purged) AND state IN ('pending', 'done', 'dead', 'refused')
 """
 
 # The original shows its latest valid edit (same sender, not redacted, newest by
 # origin_server_ts then event id); with no valid edit left it shows its own
 # content again. Rows with neither an edit nor edited_at are left untouched.
+# Checked: the batch's own events, the originals its edits replace (ids), and the
+# originals of earlier-archived edits that its redactions redact (redacts).
 APPLY_EDITS = """
 UPDATE archived_messages o
    SET content = CASE
@@ -126,7 +142,10 @@ UPDATE archived_messages o
            AND e.redacted IS NOT TRUE
            AND jsonb_typeof(e.content -> 'm.new_content') = 'object'
          ORDER BY e.timestamp DESC, e.event_id DESC LIMIT 1) l ON TRUE
-     WHERE t.event_id = ANY(%(ids)s) AND t.relation_type IS DISTINCT FROM 'm.replace'
+     WHERE t.event_id = ANY(%(ids)s::text[] || ARRAY(
+             SELECT r.relates_to_event_id FROM archived_messages r
+              WHERE r.event_id = ANY(%(redacts)s) AND r.relation_type = 'm.replace'))
+       AND t.relation_type IS DISTINCT FROM 'm.replace'
        AND t.event_type = 'm.room.message' AND NOT (%(purge)s AND t.redacted IS TRUE)
   ) x
  WHERE o.event_id = x.target AND (x.new_content IS NOT NULL OR o.edited_at IS NOT NULL)

@@ -4,25 +4,45 @@ Everything for a batch happens in ONE transaction, including the cursor move
 (DESIGN.md invariant 2): a crash before COMMIT leaves nothing, and the batch is
 read again from the old cursor; a crash after it leaves everything. Rows are
 keyed by event_id, so a batch delivered twice has the effect of once.
+
+The archive is Supabase, across a network: each round trip costs its RTT, so a
+batch is ONE round trip. `batch_statements` (pure) lists the statements, none of
+which needs another's result on the client (archive/batch_sql.py), and
+`write_batch` sends BEGIN, all of them, the cursor's and COMMIT in psycopg's
+pipeline mode, then waits once. When any statement fails the server skips the rest, COMMIT
+included, and the transaction is rolled back: still all or nothing.
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from mxarchiverd.archive import batch_sql as sql
 from mxarchiverd.archive.batch_sql import ROW_COLUMNS
 from mxarchiverd.archive.cursors import store_cursor
-from mxarchiverd.archive.leadership import Fence, check_fence
-from mxarchiverd.pipeline.messages import ArchiveRow, RoomSummary, RowBatch
+from mxarchiverd.archive.leadership import Fence, fence_statement, fenced_by
+from mxarchiverd.pipeline.messages import ArchiveRow, RowBatch
 
 log = logging.getLogger(__name__)
 _ROW_KEYS = tuple(name for name, _ in ROW_COLUMNS)
 QUARANTINE_PREFIXES = ("invalid JSON", "event JSON is", "could not classify")
+
+# Names of the statements whose results write_batch reads.
+ROWS, REDACTIONS = "rows", "redactions"
+
+
+@dataclass(frozen=True)
+class Statement:
+    name: str
+    sql: str
+    params: Any
 
 
 @dataclass(frozen=True)
@@ -34,74 +54,106 @@ class BatchResult:
 def write_batch(conn: psycopg.Connection, batch: RowBatch, *, purge: bool, fence: Fence | None = None) -> BatchResult:
     """Store a batch from the enricher and move its cursor, atomically.
 
+    On an autocommit connection with no transaction open (the dbwriter's) the batch
+    is one round trip; inside a caller's transaction it is a savepoint of it.
     fence (daemon.ha): raises Fenced, having written nothing, once another daemon leads."""
+    statements = batch_statements(batch, purge=purge, fence=fence)
+    _log_problems(batch.rows)
+    try:
+        with _transaction(conn):
+            cursors = {s.name: conn.execute(s.sql, s.params) for s in statements}
+            store_cursor(conn, batch.cursor)
+    except psycopg.Error as exc:
+        fenced = fenced_by(exc, fence)
+        if fenced is None:
+            raise
+        raise fenced from None
+    inserted = cursors[ROWS].rowcount if ROWS in cursors else 0
+    return BatchResult(inserted, len(cursors[REDACTIONS].fetchall()))
+
+
+def batch_statements(batch: RowBatch, *, purge: bool, fence: Fence | None) -> list[Statement]:
+    """The batch's statements in order (the fence check first), without the transaction and
+    the cursor's (archive/cursors.py: a stream cursor is one more statement; a bot's
+    pagination cursor reads its job's row back, one more round trip)."""
     rows = batch.rows
     ids = [row["event_id"] for row in rows]
-    with conn.transaction():
-        check_fence(conn, fence)
-        inserted = _insert_rows(conn, rows)
-        _note_decryption(conn, rows)
-        _insert_media_jobs(conn, rows)
-        redacted = _apply_redactions(conn, ids, purge)
-        edit_targets = ids + [r["relates_to_event_id"] for r in rows if r["relation_type"] == "m.replace"]
-        edit_targets += [target for _, relation, target in redacted if relation == "m.replace" and target]
-        conn.execute(sql.APPLY_EDITS, {"ids": edit_targets, "purge": purge})
-        _upsert_rooms(conn, batch.rooms)
-        _quarantine(conn, rows)
-        store_cursor(conn, batch.cursor)
-    return BatchResult(inserted, len(redacted))
+    redacts = [row["redacts"] for row in rows if row.get("redacts")]
+    # Edit targets: the batch's messages (an edit may have come first) and what its edits replace.
+    edit_targets = [row["event_id"] if row["relation_type"] != "m.replace" else row["relates_to_event_id"]
+                    for row in rows if row["event_type"] == "m.room.message"]
+    found: list[Statement | None] = [
+        Statement("fence", *fence_statement(fence)) if fence is not None else None,
+        Statement("plans", sql.INDEX_PLANS, None),
+        Statement(ROWS, sql.INSERT_ROWS, (_json(_row_payload(rows)),)) if rows else None,
+        *_decryption_statements(rows),
+        _media_jobs_statement(rows),
+        Statement(REDACTIONS, sql.APPLY_REDACTIONS, {"ids": ids}),
+        Statement("purge", sql.PURGE_REDACTED, {"ids": ids, "redacts": redacts}) if purge else None,
+        Statement("edits", sql.APPLY_EDITS, {"ids": edit_targets, "redacts": redacts, "purge": purge}),
+        Statement("rooms", sql.UPSERT_ROOMS, (_json(batch.rooms),)) if batch.rooms else None,
+        _quarantine_statement(rows),
+    ]
+    return [s for s in found if s is not None]
+
+
+@contextmanager
+def _transaction(conn: psycopg.Connection) -> Iterator[None]:
+    """One round trip on an idle autocommit connection, else a (sub)transaction of the caller's."""
+    if not conn.autocommit or _in_transaction(conn):
+        with conn.transaction():
+            yield
+        return
+    try:
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            yield
+            conn.execute("COMMIT")
+    except BaseException:
+        # A failed statement leaves the transaction open and aborted (the server skipped
+        # COMMIT); a broken connection has nothing left to roll back.
+        if not conn.closed and _in_transaction(conn):
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _in_transaction(conn: psycopg.Connection) -> bool:
+    return conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR)
 
 
 def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _insert_rows(conn: psycopg.Connection, rows: list[ArchiveRow]) -> int:
-    if not rows:
-        return 0
-    payload = [{key: row.get(key) for key in _ROW_KEYS} for row in rows]
-    return conn.execute(sql.INSERT_ROWS, (_json(payload),)).rowcount
+def _row_payload(rows: list[ArchiveRow]) -> list[dict[str, Any]]:
+    return [{key: row.get(key) for key in _ROW_KEYS} for row in rows]
 
 
-def _note_decryption(conn: psycopg.Connection, rows: list[ArchiveRow]) -> None:
+def _decryption_statements(rows: list[ArchiveRow]) -> list[Statement | None]:
     """Ciphertext waiting for its key is listed; ciphertext now decrypted is taken off the list."""
     pending = [{"event_id": row["event_id"], "room_id": row["room_id"], **row["pending_decryption"]}
                for row in rows if row.get("pending_decryption")]
-    if pending:
-        conn.execute(sql.PENDING_DECRYPTION, (_json(pending),))
     decrypted = [row["event_id"] for row in rows if row.get("decrypted")]
-    if decrypted:
-        conn.execute(sql.DECRYPTED_NOW, {"ids": decrypted})
+    return [Statement("pending", sql.PENDING_DECRYPTION, (_json(pending),)) if pending else None,
+            Statement("decrypted", sql.DECRYPTED_NOW, {"ids": decrypted}) if decrypted else None]
 
 
-def _insert_media_jobs(conn: psycopg.Connection, rows: list[ArchiveRow]) -> None:
+def _media_jobs_statement(rows: list[ArchiveRow]) -> Statement | None:
     jobs = [{**ref, "event_id": row["event_id"]} for row in rows for ref in row.get("media", ())]
-    if jobs:
-        conn.execute(sql.INSERT_MEDIA_JOBS, (_json(jobs),))
+    return Statement("media", sql.INSERT_MEDIA_JOBS, (_json(jobs),)) if jobs else None
 
 
-def _apply_redactions(conn: psycopg.Connection, ids: list[str], purge: bool) -> list[tuple[str, str | None, str | None]]:
-    redacted = conn.execute(sql.APPLY_REDACTIONS, {"ids": ids}).fetchall()
-    if purge and redacted:
-        targets = [event_id for event_id, _, _ in redacted]
-        purged = [r[0] for r in conn.execute(sql.PURGE_CONTENT, {"ids": targets}).fetchall()]
-        conn.execute(sql.PURGE_MEDIA, {"ids": purged})
-    return redacted
+def _quarantine_statement(rows: list[ArchiveRow]) -> Statement | None:
+    held = [_quarantine_entry(row) for row in rows
+            if row.get("archive_problem") and row["archive_problem"].startswith(QUARANTINE_PREFIXES)]
+    return Statement("quarantine", sql.QUARANTINE, (_json(held),)) if held else None
 
 
-def _upsert_rooms(conn: psycopg.Connection, rooms: list[RoomSummary]) -> None:
-    if rooms:
-        conn.execute(sql.UPSERT_ROOMS, (_json(rooms),))
-
-
-def _quarantine(conn: psycopg.Connection, rows: list[ArchiveRow]) -> None:
-    bad = [row for row in rows if row.get("archive_problem")]
-    for row in bad:
-        log.warning("event %s in %s stored with a problem: %s", row["event_id"], row["room_id"], row["archive_problem"],
-                    extra={"room_id": row["room_id"], "event_id": row["event_id"]})
-    held = [_quarantine_entry(row) for row in bad if row["archive_problem"].startswith(QUARANTINE_PREFIXES)]
-    if held:
-        conn.execute(sql.QUARANTINE, (_json(held),))
+def _log_problems(rows: list[ArchiveRow]) -> None:
+    for row in rows:
+        if row.get("archive_problem"):
+            log.warning("event %s in %s stored with a problem: %s", row["event_id"], row["room_id"],
+                        row["archive_problem"], extra={"room_id": row["room_id"], "event_id": row["event_id"]})
 
 
 def _quarantine_entry(row: ArchiveRow) -> dict[str, Any]:

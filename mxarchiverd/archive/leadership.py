@@ -1,11 +1,11 @@
-"""The leadership lease in the archive database (migration 010): take, renew, give up, fence.
+"""The leadership lease in the archive database (migrations 011, 012): take, renew, give up, fence.
 
 Every statement is complete in one transaction and uses no session state, so
 all of it works through a transaction-mode pooler (Supavisor on port 6543,
 PgBouncer): no advisory locks, no prepared statements, no session SET.
 Times are the database's clock (now()), never a host's.
 
-Fencing: `check_fence` runs first in every batch transaction. It locks the
+Fencing: the fence check runs first in every batch transaction. It locks the
 lease row FOR KEY SHARE where the token is still ours. A renewal changes no key
 column, so it never waits for a batch; a takeover changes `token` (UNIQUE), so
 it waits until the batch in flight has committed, and every later batch of the
@@ -22,7 +22,7 @@ import psycopg
 from mxarchiverd.exitcodes import ExitCode
 from mxarchiverd.leadership import Fence
 
-__all__ = ["Fence", "Fenced", "check_fence"]
+__all__ = ["Fence", "Fenced", "check_fence", "fence_statement", "fenced_by"]
 
 # A takeover waits at most this long for a batch in flight; the keeper tries again next round.
 TAKEOVER_LOCK_TIMEOUT_MS = 1000
@@ -58,17 +58,15 @@ LEAVE_SQL = "DELETE FROM archive_daemons WHERE holder = %(holder)s"
 # Daemons not seen for this many lease durations are gone; their rows are dropped.
 FORGET_AFTER_LEASES = 10
 FORGET_SQL = "DELETE FROM archive_daemons WHERE seen_at < now() - make_interval(secs => %(age)s)"
-# One statement: the fence check, and a bound on how long this batch may sit idle in
-# its transaction. A leader frozen inside a batch (SIGSTOP, a dead host) would
-# otherwise hold the row lock, and with it every takeover, until TCP noticed.
-# The token is also left in the transaction as mxarchiverd.fence, for audit
-# triggers (current_setting('mxarchiverd.fence', true)): the HA tests use it.
-FENCE_SQL = """
-SELECT set_config('idle_in_transaction_session_timeout', %(idle_ms)s, true),
-       set_config('mxarchiverd.fence', %(token)s::text, true)
-  FROM archive_leadership WHERE name = 'archive' AND token = %(token)s
-   FOR KEY SHARE
-"""
+# The fence check (migration 012): locks the lease row FOR KEY SHARE where the token
+# is still ours and bounds how long the batch may sit idle in its transaction (a
+# leader frozen inside a batch, SIGSTOP or a dead host, would otherwise hold the row
+# lock, and with it every takeover, until TCP noticed); the token is left in the
+# transaction as mxarchiverd.fence for audit triggers (the HA tests use it). Once
+# the token is not ours it raises SQLSTATE FENCED_SQLSTATE, so that it also works as
+# the first statement of a batch sent in one round trip (archive/batches.py).
+FENCE_SQL = "SELECT mxarchiver_enter_fenced_batch(%(token)s, %(idle_ms)s)"
+FENCED_SQLSTATE = "MXA75"
 LEASE_SQL = """
 SELECT holder, token, acquired_at, expires_at, expires_at > now() AS valid, now() AS db_now
   FROM archive_leadership WHERE name = 'archive'
@@ -86,16 +84,33 @@ class Fenced(Exception):
         self.token = token
 
 
+def fence_statement(fence: Fence) -> tuple[str, dict[str, Any]]:
+    """The first statement of a batch transaction under `fence` (it fails the transaction once
+    another daemon leads; `fenced_by` recognises that failure)."""
+    return FENCE_SQL, {"token": fence.token, "idle_ms": str(max(1000, int(fence.idle_timeout * 1000)))}
+
+
+def fenced_by(error: psycopg.Error, fence: Fence | None) -> Fenced | None:
+    """The Fenced to raise if `error` is the fence check's failure, else None."""
+    if fence is not None and error.sqlstate == FENCED_SQLSTATE:
+        return Fenced(fence.token)
+    return None
+
+
 def check_fence(conn: psycopg.Connection, fence: Fence | None) -> None:
-    """First statement of a batch transaction; raises Fenced when another daemon leads.
+    """Run the fence check on its own; raises Fenced when another daemon leads.
 
     None (daemon.ha off): no check, a single daemon needs none.
     """
     if fence is None:
         return
-    idle_ms = str(max(1000, int(fence.idle_timeout * 1000)))
-    if conn.execute(FENCE_SQL, {"token": fence.token, "idle_ms": idle_ms}).fetchone() is None:
-        raise Fenced(fence.token)
+    try:
+        conn.execute(*fence_statement(fence))
+    except psycopg.Error as exc:
+        fenced = fenced_by(exc, fence)
+        if fenced is None:
+            raise
+        raise fenced from None
 
 
 def acquire(conn: psycopg.Connection, holder: str, lease: float) -> int | None:
@@ -171,7 +186,7 @@ class Member:
 
 
 def read_lease(conn: psycopg.Connection) -> Lease | None:
-    """The lease as it stands (None before migration 010)."""
+    """The lease as it stands (None before migration 011)."""
     row = conn.execute(LEASE_SQL).fetchone()
     return Lease(*row[:5]) if row else None
 
@@ -181,7 +196,7 @@ def read_members(conn: psycopg.Connection) -> list[Member]:
 
 
 def leadership_facts(conn: psycopg.Connection) -> dict[str, Any] | None:
-    """For `status`: who leads since when, and the standbys (JSON-ready); None before migration 010."""
+    """For `status`: who leads since when, and the standbys (JSON-ready); None before migration 011."""
     found = conn.execute("SELECT to_regclass('archive_leadership') IS NOT NULL").fetchone()
     if not found or found[0] is not True:
         return None

@@ -1,11 +1,10 @@
-"""DB-writer stage: one transaction per batch, rows and cursor together (archive/batches.py)."""
+"""DB-writer stage: one transaction per batch, rows and cursor together, one round trip (archive/batches.py)."""
 from __future__ import annotations
 
 import time
 
 from mxarchiverd.archive.batches import write_batch
 from mxarchiverd.archive.connection import open_archive
-from mxarchiverd.archive.upkeep import StatisticsUpkeep
 from mxarchiverd.metrics import instruments as metrics
 from mxarchiverd.pipeline.messages import RowBatch
 from mxarchiverd.workers.stage import Message, TransformStage, opened
@@ -16,8 +15,8 @@ class DbWriter(TransformStage):
 
     def open(self) -> None:
         deadline = time.monotonic() + self.config.daemon.startup_timeout
-        self.conn = open_archive(self.config, purpose="dbwriter", deadline=deadline)
-        self.upkeep = StatisticsUpkeep(self.conn)
+        # Autocommit: write_batch sends BEGIN ... COMMIT itself, in one round trip.
+        self.conn = open_archive(self.config, purpose="dbwriter", deadline=deadline, autocommit=True)
         self.archived = 0
         self.batches = 0
 
@@ -35,7 +34,6 @@ class DbWriter(TransformStage):
                              max((row.get("timestamp") or 0 for row in message.rows), default=None))
         self.archived += result.inserted
         self.batches += 1
-        self.upkeep.after_batch(result.inserted)
         return []
 
     def stats(self) -> dict[str, float]:

@@ -63,8 +63,9 @@ def test_release_lets_a_standby_take_over_at_once(archive: str) -> None:
         assert lease.acquire(b, "host-b:1", 3600) == token + 1
 
 
-def test_a_batch_under_an_old_token_writes_nothing(archive: str) -> None:
-    with connect(archive) as a, connect(archive) as b, connect(archive, autocommit=False) as writer:
+@pytest.mark.parametrize("one_round_trip", [True, False], ids=["dbwriter's pipeline", "inside a transaction"])
+def test_a_batch_under_an_old_token_writes_nothing(archive: str, one_round_trip: bool) -> None:
+    with connect(archive) as a, connect(archive) as b, connect(archive, autocommit=one_round_trip) as writer:
         old = lease.acquire(a, "host-a:1", SHORT)
         assert old is not None
         write_batch(writer, empty_batch(10), purge=False, fence=Fence(old, 5.0))

@@ -6,6 +6,9 @@ Two ways to cut, as networks fail:
 - ``reset``: every open connection is closed at once and new ones are closed
   as soon as they arrive, until the link returns.
 
+It also counts round trips: a client sending after it last heard from the server
+starts a new one (pipelined requests sent before any answer count once).
+
 Plain threads (one per direction of each connection): started and stopped by
 the test, nothing outlives ``stop()``.
 """
@@ -31,6 +34,7 @@ class TcpProxy:
         self.sockets: set[socket.socket] = set()
         self.threads: list[threading.Thread] = []
         self.connections = 0
+        self.round_trips = 0
         self._acceptor = threading.Thread(target=self._accept, name="tcp-proxy-accept", daemon=True)
 
     def start(self) -> TcpProxy:
@@ -96,17 +100,20 @@ class TcpProxy:
             self.connections += 1
             with self.lock:
                 self.sockets |= {client, upstream}
-            for a, b in ((client, upstream), (upstream, client)):
-                thread = threading.Thread(target=self._pump, args=(a, b), name="tcp-proxy-pump", daemon=True)
+            link = _Link()
+            for a, b, to_server in ((client, upstream, True), (upstream, client, False)):
+                thread = threading.Thread(target=self._pump, args=(a, b, link, to_server), name="tcp-proxy-pump",
+                                          daemon=True)
                 self.threads.append(thread)
                 thread.start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, link: _Link, to_server: bool) -> None:
         try:
             while True:
                 data = source.recv(CHUNK)
                 if not data:
                     break
+                self._count(link, to_server)
                 self.flowing.wait()
                 if self.closed:
                     break
@@ -115,6 +122,12 @@ class TcpProxy:
             pass
         finally:
             self._close(source, sink)
+
+    def _count(self, link: _Link, to_server: bool) -> None:
+        with self.lock:
+            if to_server and link.answered:
+                self.round_trips += 1
+            link.answered = not to_server
 
     def _close(self, *socks: socket.socket) -> None:
         for sock in socks:
@@ -129,3 +142,10 @@ class TcpProxy:
         with self.lock:
             socks = list(self.sockets)
         self._close(*socks)
+
+
+class _Link:
+    """One proxied connection: has the server spoken since the client last sent?"""
+
+    def __init__(self) -> None:
+        self.answered = True

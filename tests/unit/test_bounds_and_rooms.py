@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from mxarchiverd.archive.rooms import Registry, RoomEntry, history_needed
-from mxarchiverd.archive.upkeep import should_analyze
 from mxarchiverd.pipeline.cursors import Direction
 from mxarchiverd.sources.synapse_db.bounds import compute_bounds
 
@@ -74,8 +73,3 @@ def test_one_read_covers_at_most_a_window_of_positions() -> None:
     assert DOWN.window(-5, -50, 10) == -15
     assert DOWN.window(-5, -8, 10) == -8
 
-
-def test_the_archive_is_analyzed_each_time_it_doubles() -> None:
-    assert not should_analyze(0, 4_999) and should_analyze(0, 5_000)
-    assert not should_analyze(5_000, 9_999) and should_analyze(5_000, 10_000)
-    assert should_analyze(-1, 6_000)  # reltuples is -1 for a table never analyzed
