@@ -79,6 +79,7 @@ def batch_statements(batch: RowBatch, *, purge: bool, fence: Fence | None) -> li
     rows = batch.rows
     ids = [row["event_id"] for row in rows]
     redacts = [row["redacts"] for row in rows if row.get("redacts")]
+    redactions = [row["event_id"] for row in rows if row["event_type"] == "m.room.redaction"]
     # Edit targets: the batch's messages (an edit may have come first) and what its edits replace.
     edit_targets = [row["event_id"] if row["relation_type"] != "m.replace" else row["relates_to_event_id"]
                     for row in rows if row["event_type"] == "m.room.message"]
@@ -88,7 +89,7 @@ def batch_statements(batch: RowBatch, *, purge: bool, fence: Fence | None) -> li
         Statement(ROWS, sql.INSERT_ROWS, (_json(_row_payload(rows)),)) if rows else None,
         *_decryption_statements(rows),
         _media_jobs_statement(rows),
-        Statement(REDACTIONS, sql.APPLY_REDACTIONS, {"ids": ids}),
+        Statement(REDACTIONS, sql.APPLY_REDACTIONS, {"ids": ids, "redactions": redactions}),
         Statement("purge", sql.PURGE_REDACTED, {"ids": ids, "redacts": redacts}) if purge else None,
         Statement("edits", sql.APPLY_EDITS, {"ids": edit_targets, "redacts": redacts, "purge": purge}),
         Statement("rooms", sql.UPSERT_ROOMS, (_json(batch.rooms),)) if batch.rooms else None,
