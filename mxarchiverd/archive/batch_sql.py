@@ -2,7 +2,8 @@
 
 Batches travel as one JSON parameter expanded with jsonb_to_recordset: a single
 statement per table, no temporary tables (catalog churn at thousands of batches)
-and no server-side prepared statements (transaction-mode poolers).
+and no server-side prepared statements (transaction-mode poolers). Lists of ids go
+as binary text[] parameters (%(name)b): no quoting to work out per element.
 
 No statement needs another's result on the client: a batch's statements go to the
 server in one round trip (archive/batches.py), so whatever one statement must know
@@ -54,7 +55,7 @@ SELECT p.event_id, p.room_id, p.session_id, p.reason, p.withheld_code
 ON CONFLICT (event_id) DO UPDATE
    SET reason = EXCLUDED.reason, withheld_code = EXCLUDED.withheld_code, updated_at = NOW()
 """
-DECRYPTED_NOW = "DELETE FROM pending_decryption WHERE event_id = ANY(%(ids)s)"
+DECRYPTED_NOW = "DELETE FROM pending_decryption WHERE event_id = ANY(%(ids)b)"
 
 INSERT_MEDIA_JOBS = """
 INSERT INTO media_jobs (event_id, media_kind, matrix_url, encrypted_file, media_type,
@@ -75,7 +76,7 @@ WITH r AS (
          red.timestamp, red.content ->> 'reason' AS reason, red.redaction_recheck
     FROM archived_messages red
    WHERE red.event_type = 'm.room.redaction' AND red.redacts IS NOT NULL
-     AND (red.event_id = ANY(%(redactions)s) OR red.redacts = ANY(%(ids)s))
+     AND (red.event_id = ANY(%(redactions)b) OR red.redacts = ANY(%(ids)b))
 )
 UPDATE archived_messages t
    SET redacted = TRUE, redacted_at = mxarchiver_ms_to_timestamptz(r.timestamp), redacted_by = r.sender,
@@ -97,7 +98,7 @@ RETURNING t.event_id, t.relation_type, t.relates_to_event_id
 PURGE_REDACTED = """
 WITH targets AS (
   SELECT t.event_id, t.sender, t.room_id
-    FROM (SELECT DISTINCT unnest(%(ids)s::text[] || %(redacts)s::text[]) AS event_id) i
+    FROM (SELECT DISTINCT unnest(%(ids)b::text[] || %(redacts)b::text[]) AS event_id) i
     JOIN archived_messages t ON t.event_id = i.event_id
    WHERE t.redacted IS TRUE
 ), purged AS (
@@ -138,9 +139,9 @@ UPDATE archived_messages o
     SELECT t.event_id AS target, l.new_content, l.timestamp
       -- Joined, not "= ANY(array)": a bitmap scan rechecks every row against the
       -- whole array, which costs the square of the batch size.
-      FROM (SELECT DISTINCT unnest(%(ids)s::text[] || ARRAY(
+      FROM (SELECT DISTINCT unnest(%(ids)b::text[] || ARRAY(
               SELECT r.relates_to_event_id FROM archived_messages r
-               WHERE r.event_id = ANY(%(redacts)s) AND r.relation_type = 'm.replace')) AS event_id) i
+               WHERE r.event_id = ANY(%(redacts)b) AND r.relation_type = 'm.replace')) AS event_id) i
       JOIN archived_messages t ON t.event_id = i.event_id
       LEFT JOIN LATERAL (
         SELECT e.content -> 'm.new_content' AS new_content, e.timestamp

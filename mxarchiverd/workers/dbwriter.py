@@ -6,12 +6,19 @@ import time
 from mxarchiverd.archive.batches import write_batch
 from mxarchiverd.archive.connection import open_archive
 from mxarchiverd.metrics import instruments as metrics
+from mxarchiverd.pipeline.channels import QUEUE_SIZE
+from mxarchiverd.pipeline.merging import merge_batches
 from mxarchiverd.pipeline.messages import RowBatch
 from mxarchiverd.workers.stage import Message, TransformStage, opened
 
 
+# At most this many batches' rows in one transaction: bounds its size and duration.
+MERGED_BATCHES = 4
+
+
 class DbWriter(TransformStage):
     role = "dbwriter"
+    takes_waiting = QUEUE_SIZE
 
     def open(self) -> None:
         deadline = time.monotonic() + self.config.daemon.startup_timeout
@@ -23,6 +30,15 @@ class DbWriter(TransformStage):
     def close(self) -> None:
         for conn in opened(self, "conn"):
             conn.close()
+
+    def handle_many(self, messages: list[Message]) -> list[Message]:
+        # Batches that queued up while the last transaction was out share one: the
+        # further the archive, the larger the transactions (pipeline/merging.py).
+        assert all(isinstance(m, RowBatch) for m in messages)
+        max_rows = MERGED_BATCHES * self.config.processing.batch_size
+        for batch in merge_batches([m for m in messages if isinstance(m, RowBatch)], max_rows):
+            self.handle(batch)
+        return []
 
     def handle(self, message: Message) -> list[Message]:
         assert isinstance(message, RowBatch)

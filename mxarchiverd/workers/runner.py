@@ -230,16 +230,33 @@ class ChildRunner:
         if is_end(envelope):
             return self._end_stream()
         self.slot.set_holding(True)
-        message = from_wire(envelope)
+        messages, ended = self._waiting([from_wire(envelope)], self.stage.takes_waiting)
         try:
-            outputs = self.stage.handle(message)
+            outputs = self.stage.handle_many(messages) if len(messages) > 1 else self.stage.handle(messages[0])
         except Exception:
-            what, extra = batch_context(message)
-            log.error("%s failed on %s", self.role, what, extra=extra)
+            for message in messages:
+                what, extra = batch_context(message)
+                log.error("%s failed on %s", self.role, what, extra=extra)
             raise
-        self.slot.add_progress(1)
+        self.slot.add_progress(len(messages))
         self.slot.set_holding(False)
-        return None if self._forward(outputs) else self._end_stream()
+        if not self._forward(outputs) or ended:
+            return self._end_stream()
+        return None
+
+    def _waiting(self, messages: list[Message], limit: int) -> tuple[list[Message], bool]:
+        """`messages` and those already waiting behind them, up to `limit`; and whether the
+        end-of-stream marker came after them."""
+        assert self.inbox is not None
+        while len(messages) < limit:
+            try:
+                envelope = decode(self.inbox.get_nowait())
+            except queue.Empty:
+                break
+            if is_end(envelope):
+                return messages, True
+            messages.append(from_wire(envelope))
+        return messages, False
 
     def _end_stream(self) -> int:
         """Flush, pass the end-of-stream marker on; exit 0 only if downstream got it."""

@@ -75,9 +75,17 @@ class SourceStage(Stage):
 class TransformStage(Stage):
     """A stage fed by its upstream queue: the enricher, the dbwriter."""
 
+    # How many messages already waiting in the queue the runner may hand over at once
+    # (handle_many); 1: one at a time.
+    takes_waiting: ClassVar[int] = 1
+
     @abc.abstractmethod
     def handle(self, message: Message) -> list[Message]:
         """Process one message; return messages for downstream."""
+
+    def handle_many(self, messages: list[Message]) -> list[Message]:
+        """Process messages that were waiting together (at most takes_waiting), in order."""
+        return [output for message in messages for output in self.handle(message)]
 
     def flush(self) -> list[Message]:
         """End of stream: finish buffered work before the process exits."""

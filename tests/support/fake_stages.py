@@ -122,6 +122,12 @@ class FakeSink(_Markers, TransformStage):
 
     role = "dbwriter"
     BUFFERED_BATCHES = 3
+    takes_waiting = 4  # as the real dbwriter, it takes batches that wait together
+
+    def handle_many(self, messages: list[Message]) -> list[Message]:
+        with open(fake_dir() / "taken-together.txt", "a") as taken:
+            taken.write(f"{len(messages)}\n")
+        return super().handle_many(messages)
 
     def open(self) -> None:
         self._boot(self.config)

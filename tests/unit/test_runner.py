@@ -25,7 +25,8 @@ from mxarchiverd.workers import STAGES
 from mxarchiverd.workers.runner import ChildRunner, StopFlag, load_stage_class, stage_registry
 from mxarchiverd.pipeline.messages import EventBatch, RowBatch, from_wire, to_wire
 from mxarchiverd.workers.stage import SourceStage
-from tests.support.fake_stages import numbers_batch
+from tests.support.fake_stages import archived_numbers, numbers_batch
+from tests.support.waiting import wait_for
 
 FAKES = Path(__file__).resolve().parents[1] / "support" / "fake_stages.py"
 PIPELINE = ("poller", "enricher", "dbwriter")
@@ -122,6 +123,23 @@ class TestTransform:
         assert harness.runner.run() == ExitCode.OK
         assert (fake_dir / "archive.txt").read_text().split() == ["1", "2"]
         assert harness.slot.stats()["archived"] == 2
+
+    def test_batches_waiting_together_are_handed_over_together_and_the_end_after_them(
+            self, queues: PipelineQueues, fake_dir: Path) -> None:
+        channels = queues.for_role("dbwriter")
+        for numbers in ([1, 2], [3], [4, 5]):  # with the end marker: as many as the queue holds
+            batch = numbers_batch(numbers)
+            inbox(channels).put(encode(to_wire(RowBatch(batch.cursor, [{**e, "enriched": True} for e in batch.events]))))
+        inbox(channels).put(END_OF_STREAM)
+        # The queue's feeder thread has written everything into the pipe: all of it waits.
+        wait_for(lambda: not inbox(channels)._buffer, 10, "the queue's feeder thread")  # type: ignore[attr-defined]
+        harness = Harness("dbwriter", "FakeSink", channels)
+        assert harness.runner.run() == ExitCode.OK
+        assert archived_numbers(fake_dir) == [1, 2, 3, 4, 5]
+        # One turn: the first batch and the two waiting behind it, handed over together;
+        # the end marker behind them ends the stream once they are handled.
+        assert (fake_dir / "taken-together.txt").read_text().split() == ["3"]
+        assert harness.slot.progress == 3
 
     def test_sigterm_flushes_without_waiting_for_upstream(self, queues: PipelineQueues, fake_dir: Path) -> None:
         harness = Harness("dbwriter", "FakeSink", queues.for_role("dbwriter"))

@@ -1,0 +1,62 @@
+"""Batches waiting in the dbwriter's queue, merged into fewer transactions (pure).
+
+Every transaction costs the archive's round-trip time at least once (Supabase
+is across a network) and a commit. When the dbwriter falls behind, batches queue
+up in front of it; writing those that can share a transaction as one makes the
+batch as large as the backlog, up to a limit, without any setting: far from the
+archive, or in a first backfill, transactions grow; live, with nothing queued,
+each batch is written as it comes, with no added latency.
+
+Two batches can share a transaction only when one cursor stands for both: the
+later position of the same stream (or of the same room's history read). Their
+rows then have the effect that one batch read over both stretches would have.
+"""
+from __future__ import annotations
+
+from mxarchiverd.pipeline.cursors import Cursor, RoomHistoryCursor, StreamCursor
+from mxarchiverd.pipeline.messages import ArchiveRow, RoomSummary, RowBatch
+
+
+def covering(earlier: Cursor, later: Cursor) -> Cursor | None:
+    """The cursor that covers both batches, or None when they cannot share a transaction."""
+    if isinstance(earlier, StreamCursor) and isinstance(later, StreamCursor):
+        if (earlier.stream, earlier.direction) != (later.stream, later.direction):
+            return None
+        return StreamCursor(later.stream, later.direction.further(earlier.position, later.position), later.direction)
+    if isinstance(earlier, RoomHistoryCursor) and isinstance(later, RoomHistoryCursor):
+        if earlier.room_id != later.room_id:
+            return None
+        return RoomHistoryCursor(later.room_id, max(earlier.position, later.position), later.done)
+    # A /sync, a /messages page, a repair or a decryption carries more than a position
+    # (tokens, jobs, holes): each is stored with its own rows.
+    return None
+
+
+def merge_batches(batches: list[RowBatch], max_rows: int) -> list[RowBatch]:
+    """Consecutive batches merged while one cursor covers them and the rows fit `max_rows`.
+
+    Order is kept; a batch larger than max_rows on its own is passed on whole.
+    """
+    merged: list[RowBatch] = []
+    for batch in batches:
+        last = merged[-1] if merged else None
+        cursor = covering(last.cursor, batch.cursor) if last is not None else None
+        if last is None or cursor is None or len(last.rows) + len(batch.rows) > max_rows:
+            merged.append(batch)
+            continue
+        merged[-1] = RowBatch(cursor, _rows(last.rows, batch.rows), _rooms(last.rooms, batch.rooms))
+    return merged
+
+
+def _rows(earlier: list[ArchiveRow], later: list[ArchiveRow]) -> list[ArchiveRow]:
+    """Both batches' rows; an event in both is kept once, as the later batch has it (one
+    INSERT may not touch the same row twice)."""
+    again = {row["event_id"] for row in later}
+    return [row for row in earlier if row["event_id"] not in again] + later
+
+
+def _rooms(earlier: list[RoomSummary], later: list[RoomSummary]) -> list[RoomSummary]:
+    """One summary per room, the later batch's where both have one."""
+    by_room = {room["room_id"]: room for room in earlier}
+    by_room.update((room["room_id"], room) for room in later)
+    return list(by_room.values())
