@@ -39,6 +39,7 @@ import orjson  # noqa: E402
 import psycopg  # noqa: E402
 
 from benchlib import baseline, pgstat, procs, report  # noqa: E402
+from benchlib.netdelay import far_away  # noqa: E402
 from benchlib.cluster import open_server  # noqa: E402
 from benchlib.daemon import CursorProbe, DaemonConfig, start_daemon, wait_for_position  # noqa: E402
 from benchlib.schema import create_synapse_db  # noqa: E402
@@ -104,29 +105,6 @@ def main() -> int:
             figures["profile"] = profile_stages(server, args, workdir)
         report.save("backfill", figures)
     return 0
-
-
-def far_away(stack: procs.Cleanup, rtt_ms: float) -> Callable[[str], str]:
-    """DSN -> the DSN through a proxy adding `rtt_ms` of round trip (identity when 0)."""
-    if rtt_ms <= 0:
-        return lambda dsn: dsn
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    from benchlib.netdelay import DelayProxy
-
-    proxies: dict[tuple[str, int], int] = {}
-
-    def via_proxy(dsn: str) -> str:
-        info = conninfo_to_dict(dsn)
-        target = (str(info.get("host", "127.0.0.1")), int(info.get("port", 5432)))
-        if target not in proxies:
-            proxy = DelayProxy(*target, rtt_ms)
-            proxies[target] = proxy.start()
-            stack.callback(proxy.stop, label="stop delay proxy")
-        return make_conninfo(dsn, host="127.0.0.1", port=proxies[target])
-
-    print(f"note: the archive database is reached through a proxy adding {rtt_ms:g} ms of round trip")
-    return via_proxy
 
 
 def _rmtree(path: Path) -> None:

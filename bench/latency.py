@@ -18,7 +18,12 @@ Also measured (source impact): statements per second that the daemon runs on
 Synapse's database and its slowest statement, from pg_stat_statements of a
 private cluster, filtered to the daemon's own read-only role.
 
+With --archive-rtt-ms 0,20 each measurement runs with the archive that far away
+(a delay proxy between the daemon and the archive; the watcher reads it directly),
+and with --baseline REV the daemon of an earlier revision runs beside this one.
+
 Usage: .venv/bin/python bench/latency.py [--duration 60] [--rates 200,2000]
+       .venv/bin/python bench/latency.py --duration 30 --archive-rtt-ms 0,20 --baseline b7386c3
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +41,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import psycopg  # noqa: E402
 
-from benchlib import pgstat, procs, report  # noqa: E402
+from benchlib import baseline, pgstat, procs, report  # noqa: E402
 from benchlib.cluster import open_server  # noqa: E402
 from benchlib.live import CursorWatcher, Live, start_live  # noqa: E402
+from benchlib.netdelay import far_away  # noqa: E402
 from benchlib.synthgen import Persister  # noqa: E402
 from tests.support.postgres import PgServer  # noqa: E402
 
 P99_TARGET_S = 1.0
+P99_LIVE_TARGET_S = 0.3  # at 2,000 events/s (issue 15), also with the archive 20 ms away
 SETTLE_S = 30.0
 
 
@@ -54,6 +62,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--tx-events", type=int, default=0,
                    help="events per persist transaction (default: 1 up to 250/s, then rate/250)")
     p.add_argument("--pg-admin-dsn", help="use this PostgreSQL server (superuser DSN) instead of a private cluster")
+    p.add_argument("--archive-rtt-ms", type=lambda text: [float(x) for x in text.split(",") if x.strip()],
+                   default=[0.0], help="comma-separated round-trip times to put between the daemon and the archive"
+                                       " (a delay proxy); each is a separate run (default 0)")
+    p.add_argument("--baseline", metavar="REV",
+                   help="also run the daemon of this git revision (same venv, its code on PYTHONPATH) at each"
+                        " round-trip time: before and after in one run")
     return p.parse_args()
 
 
@@ -69,15 +83,31 @@ def main() -> int:
                       ["poll_interval 200ms and batch_size 500 (the defaults); uploader idle",
                        "the writer, the daemon and PostgreSQL share this machine's CPUs"])
         statements = pgstat.available(server)
-        print(f"\nstarting: {args.history:,} events of history, then `mxarchiverd run` until caught up")
-        live = start_live(stack, server, workdir, history=args.history)
-        print(f"daemon caught up (pid {live.daemon.pid}); settling")
-        time.sleep(2)
-        watcher = CursorWatcher(live.archive_dsn)
-        watcher.start()
-        stack.callback(watcher.stop, label="stop cursor watcher")
-        persister = Persister(live.synapse_dsn, live.world)
-        stack.callback(persister.close, label="close writer")
+        revisions = [baseline.THIS_TREE] + ([baseline.checkout(stack, args.baseline)] if args.baseline else [])
+        runs: list[dict[str, Any]] = []
+        for rtt in args.archive_rtt_ms:
+            for revision in revisions:
+                label = f"{revision.label}, archive {rtt:g} ms away"
+                phases = measure(stack, server, workdir / f"run-{len(runs)}", args, statements, revision,
+                                 far_away(stack, rtt), label)
+                runs.append({"label": label, "archive_rtt_ms": rtt, "revision": revision.label, "phases": phases})
+        if len(runs) > 1:
+            print_comparison(runs)
+        report.save("latency", {"machine": report.machine(), "runs": runs})
+    return 0
+
+
+def measure(stack: procs.Cleanup, server: PgServer, workdir: Path, args: argparse.Namespace, statements: bool,
+            revision: baseline.Revision, remote: Callable[[str], str], label: str) -> list[dict[str, Any]]:
+    """One daemon, caught up on the history, then the idle and write phases; its summary printed."""
+    print(f"\n=== {label} ===\nstarting: {args.history:,} events of history, then `mxarchiverd run` until caught up")
+    live = start_live(stack, server, workdir, history=args.history, remote=remote, env=revision.env())
+    print(f"daemon caught up (pid {live.daemon.pid}); settling")
+    time.sleep(2)
+    watcher = CursorWatcher(live.archive_dsn)
+    watcher.start()
+    persister = Persister(live.synapse_dsn, live.world)
+    try:
         phases: list[dict[str, Any]] = []
         if args.idle > 0:
             phases.append(idle_phase(server, live, args.idle, statements))
@@ -85,8 +115,22 @@ def main() -> int:
             tx_events = args.tx_events or max(1, math.ceil(rate / 250))
             phases.append(write_phase(server, live, persister, watcher, rate, args.duration, tx_events, statements))
         print_summary(phases, watcher)
-        report.save("latency", {"machine": report.machine(), "phases": phases})
-    return 0
+    finally:
+        persister.close()
+        watcher.stop()
+        live.daemon.stop()
+    return phases
+
+
+def print_comparison(runs: list[dict[str, Any]]) -> None:
+    """Each run's write phases side by side: this tree beside the baseline, at each round trip."""
+    print("\n--- latency, every run ---")
+    rows = [[run["label"], phase["name"], f"{phase['achieved_rate']:,.0f}", f"{phase['p50'] * 1000:.0f}",
+             f"{phase['p99'] * 1000:.0f}", f"{phase['lag_events']['end']:.0f}",
+             report.verdict(phase["p99"] < P99_LIVE_TARGET_S) if phase["target_rate"] >= 2000 else ""]
+            for run in runs for phase in run["phases"] if phase["name"] != "idle"]
+    print(report.table(rows, ["daemon", "phase", "written/s", "p50 ms", "p99 ms", "lag at end",
+                              f"p99 < {P99_LIVE_TARGET_S * 1000:.0f} ms"]))
 
 
 def impact(server: PgServer, live: Live, seconds: float, statements: bool) -> dict[str, Any]:

@@ -65,11 +65,14 @@ Waiter = Callable[[Daemon, CursorProbe, int, float], object]
 
 def start_live(stack: procs.Cleanup, server: PgServer, workdir: Path, *, history: int = 20_000, rooms: int = 20,
                seed: int = 6, media: bool = True, wait_s: float = 600.0, waiter: Waiter = wait_for_position,
+               remote: Callable[[str], str] = lambda dsn: dsn, env: dict[str, str] | None = None,
                **config: object) -> Live:
     """Source with `history` events, reader role, archive, `mxarchiverd run`; returns once caught up.
 
     `waiter(daemon, probe, bound, timeout)` is what waits for the catch-up (a
-    benchmark may wrap it to measure the backfill).
+    benchmark may wrap it to measure the backfill). `remote` maps the archive's DSN
+    to the one the daemon uses (a delay proxy); `env` is for the daemon's processes
+    (benchlib/baseline.py). Everything else reads the archive directly.
     """
     synapse_dsn = create_synapse_db(server)
     world = World(seed=seed, media=media)
@@ -78,8 +81,8 @@ def start_live(stack: procs.Cleanup, server: PgServer, workdir: Path, *, history
                                                                                TS_START)), progress_every=0)
     role, reader_dsn = create_reader_role(stack, server, synapse_dsn)
     archive_dsn = server.create_database("archive")
-    daemon_config = DaemonConfig(reader_dsn, archive_dsn, workdir / "daemon", **config)  # type: ignore[arg-type]
-    daemon = start_daemon(stack, daemon_config.daemon(workdir / "daemon.log"))
+    daemon_config = DaemonConfig(reader_dsn, remote(archive_dsn), workdir / "daemon", **config)  # type: ignore[arg-type]
+    daemon = start_daemon(stack, daemon_config.daemon(workdir / "daemon.log", env=env))
     probe = CursorProbe(archive_dsn)
     try:
         waiter(daemon, probe, bound, wait_s)

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
+
+from benchlib import procs
 
 
 class DelayProxy:
@@ -76,3 +79,24 @@ class DelayProxy:
             await sender
         except (ConnectionError, OSError):
             pass
+
+
+def far_away(stack: procs.Cleanup, rtt_ms: float) -> Callable[[str], str]:
+    """DSN -> the DSN through a proxy adding `rtt_ms` of round trip (identity when 0)."""
+    if rtt_ms <= 0:
+        return lambda dsn: dsn
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    proxies: dict[tuple[str, int], int] = {}
+
+    def via_proxy(dsn: str) -> str:
+        info = conninfo_to_dict(dsn)
+        target = (str(info.get("host", "127.0.0.1")), int(info.get("port", 5432)))
+        if target not in proxies:
+            proxy = DelayProxy(*target, rtt_ms)
+            proxies[target] = proxy.start()
+            stack.callback(proxy.stop, label="stop delay proxy")
+        return make_conninfo(dsn, host="127.0.0.1", port=proxies[target])
+
+    print(f"note: the archive database is reached through a proxy adding {rtt_ms:g} ms of round trip")
+    return via_proxy
