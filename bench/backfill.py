@@ -65,9 +65,9 @@ def parse_args() -> argparse.Namespace:
                    help="put the archive database behind a proxy adding this round-trip time (Supabase is remote;"
                         " Synapse's database stays local); a comma-separated list runs everything at each. Applies"
                         " to the daemon, seed 001 and COPY alike")
-    p.add_argument("--baseline", metavar="REV",
-                   help="also run the daemon of this git revision (same venv, its code on PYTHONPATH), beside this"
-                        " tree's, on the same source: before and after in one run")
+    p.add_argument("--baseline", metavar="REV[,REV]", default=[], type=lambda text: [r for r in text.split(",") if r],
+                   help="also run the daemon of each of these git revisions (same venv, its code on PYTHONPATH),"
+                        " beside this tree's, on the same source: before and after in one run")
     p.add_argument("--seed", type=int, default=6, help="RNG seed of the generator")
     p.add_argument("--timeout", type=float, default=3600, help="give up on the daemon after this many seconds")
     return p.parse_args()
@@ -89,7 +89,7 @@ def main() -> int:
                        " Supabase over the internet adds a round trip per statement"])
         figures: dict[str, Any] = {"machine": report.machine(), "events": args.events,
                                    "archive_rtt_ms": args.archive_rtt_ms, "runs": []}
-        revisions = [baseline.THIS_TREE] + ([baseline.checkout(stack, args.baseline)] if args.baseline else [])
+        revisions = [baseline.THIS_TREE] + [baseline.checkout(stack, rev) for rev in args.baseline]
         synapse_dsn, last = generate(server, args)
         for rtt in args.archive_rtt_ms:
             remote = far_away(stack, rtt)

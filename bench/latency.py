@@ -65,9 +65,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--archive-rtt-ms", type=lambda text: [float(x) for x in text.split(",") if x.strip()],
                    default=[0.0], help="comma-separated round-trip times to put between the daemon and the archive"
                                        " (a delay proxy); each is a separate run (default 0)")
-    p.add_argument("--baseline", metavar="REV",
-                   help="also run the daemon of this git revision (same venv, its code on PYTHONPATH) at each"
-                        " round-trip time: before and after in one run")
+    p.add_argument("--baseline", metavar="REV[,REV]", default=[], type=lambda text: [r for r in text.split(",") if r],
+                   help="also run the daemon of each of these git revisions (same venv, its code on PYTHONPATH) at"
+                        " each round-trip time: before and after in one run")
     return p.parse_args()
 
 
@@ -83,7 +83,7 @@ def main() -> int:
                       ["poll_interval 200ms and batch_size 500 (the defaults); uploader idle",
                        "the writer, the daemon and PostgreSQL share this machine's CPUs"])
         statements = pgstat.available(server)
-        revisions = [baseline.THIS_TREE] + ([baseline.checkout(stack, args.baseline)] if args.baseline else [])
+        revisions = [baseline.THIS_TREE] + [baseline.checkout(stack, rev) for rev in args.baseline]
         runs: list[dict[str, Any]] = []
         for rtt in args.archive_rtt_ms:
             for revision in revisions:

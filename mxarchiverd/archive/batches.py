@@ -86,7 +86,7 @@ def batch_statements(batch: RowBatch, *, purge: bool, fence: Fence | None) -> li
     found: list[Statement | None] = [
         Statement("fence", *fence_statement(fence)) if fence is not None else None,
         Statement("plans", sql.INDEX_PLANS, None),
-        Statement(ROWS, sql.INSERT_ROWS, (_json(_row_payload(rows)),)) if rows else None,
+        Statement(ROWS, sql.INSERT_ROWS, (_payload(batch),)) if rows else None,
         *_decryption_statements(rows),
         _media_jobs_statement(rows),
         Statement(REDACTIONS, sql.APPLY_REDACTIONS, {"ids": ids, "redactions": redactions}),
@@ -122,8 +122,34 @@ def _in_transaction(conn: psycopg.Connection) -> bool:
     return conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR)
 
 
+# What the dbwriter reads of a row besides its INSERT payload: the other statements'
+# inputs, the problem log line and the metrics (event_raw too, for a row with a problem).
+LIGHT_KEYS = ("event_id", "room_id", "event_type", "timestamp", "stream_ordering", "relation_type",
+              "relates_to_event_id", "redacts", "media", "pending_decryption", "decrypted", "archive_problem")
+
+
+def encoded(batch: RowBatch) -> RowBatch:
+    """The batch as the enricher hands it on: its INSERT payload encoded once, here, and its
+    rows cut down to what the dbwriter still reads. The dbwriter then neither decodes the
+    rows' content from the queue nor encodes it again."""
+    if batch.encoded_rows is not None:
+        return batch
+    return RowBatch(batch.cursor, [_light(row) for row in batch.rows], batch.rooms, _json(_row_payload(batch.rows)))
+
+
+def _light(row: ArchiveRow) -> ArchiveRow:
+    light = {key: row.get(key) for key in LIGHT_KEYS}
+    if row.get("archive_problem"):
+        light["event_raw"] = row.get("event_raw")
+    return light
+
+
 def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
+
+
+def _payload(batch: RowBatch) -> str:
+    return batch.encoded_rows if batch.encoded_rows is not None else _json(_row_payload(batch.rows))
 
 
 def _row_payload(rows: list[ArchiveRow]) -> list[dict[str, Any]]:

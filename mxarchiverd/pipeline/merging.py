@@ -14,7 +14,7 @@ rows then have the effect that one batch read over both stretches would have.
 from __future__ import annotations
 
 from mxarchiverd.pipeline.cursors import Cursor, RoomHistoryCursor, StreamCursor
-from mxarchiverd.pipeline.messages import ArchiveRow, RoomSummary, RowBatch
+from mxarchiverd.pipeline.messages import RoomSummary, RowBatch
 
 
 def covering(earlier: Cursor, later: Cursor) -> Cursor | None:
@@ -41,18 +41,33 @@ def merge_batches(batches: list[RowBatch], max_rows: int) -> list[RowBatch]:
     for batch in batches:
         last = merged[-1] if merged else None
         cursor = covering(last.cursor, batch.cursor) if last is not None else None
-        if last is None or cursor is None or len(last.rows) + len(batch.rows) > max_rows:
+        if last is None or cursor is None or not _can_join(last, batch, max_rows):
             merged.append(batch)
             continue
-        merged[-1] = RowBatch(cursor, _rows(last.rows, batch.rows), _rooms(last.rooms, batch.rooms))
+        merged[-1] = RowBatch(cursor, last.rows + batch.rows, _rooms(last.rooms, batch.rooms),
+                              _joined(last.encoded_rows, batch.encoded_rows))
     return merged
 
 
-def _rows(earlier: list[ArchiveRow], later: list[ArchiveRow]) -> list[ArchiveRow]:
-    """Both batches' rows; an event in both is kept once, as the later batch has it (one
-    INSERT may not touch the same row twice)."""
-    again = {row["event_id"] for row in later}
-    return [row for row in earlier if row["event_id"] not in again] + later
+def _can_join(earlier: RowBatch, later: RowBatch, max_rows: int) -> bool:
+    """Within the row limit, encoded alike, and no event in both (one INSERT may not
+    touch the same row twice: such batches are written one after the other)."""
+    if len(earlier.rows) + len(later.rows) > max_rows:
+        return False
+    if (earlier.encoded_rows is None) != (later.encoded_rows is None):
+        return False
+    return not {row["event_id"] for row in earlier.rows} & {row["event_id"] for row in later.rows}
+
+
+def _joined(earlier: str | None, later: str | None) -> str | None:
+    """Two encoded JSON arrays of rows as one (compact: "[...]")."""
+    if earlier is None or later is None:
+        return None
+    if earlier == "[]":
+        return later
+    if later == "[]":
+        return earlier
+    return f"{earlier[:-1]},{later[1:]}"
 
 
 def _rooms(earlier: list[RoomSummary], later: list[RoomSummary]) -> list[RoomSummary]:

@@ -59,11 +59,18 @@ class EventBatch:
 
 @dataclass(frozen=True)
 class RowBatch:
-    """Archive rows for the dbwriter, the rooms they are in, and the cursor to store with them."""
+    """Archive rows for the dbwriter, the rooms they are in, and the cursor to store with them.
+
+    `encoded_rows`, when set, is the rows' INSERT payload as JSON text, encoded once
+    by the enricher (archive/batches.py encoded): the dbwriter sends it as it is,
+    and `rows` then holds only what its other statements read. Without it the
+    dbwriter encodes `rows` itself (one-shot commands build such batches).
+    """
 
     cursor: Cursor
     rows: list[ArchiveRow] = field(default_factory=list)
     rooms: list[RoomSummary] = field(default_factory=list)
+    encoded_rows: str | None = None
 
 
 StageMessage = EventBatch | RowBatch
@@ -77,7 +84,10 @@ def to_wire(message: StageMessage) -> dict[str, Any]:
     if isinstance(message, EventBatch):
         return {"kind": EVENTS, "cursor": cursor_to_wire(message.cursor), "events": message.events,
                 "context": message.context}
-    return {"kind": ROWS, "cursor": cursor_to_wire(message.cursor), "rows": message.rows, "rooms": message.rooms}
+    wire = {"kind": ROWS, "cursor": cursor_to_wire(message.cursor), "rows": message.rows, "rooms": message.rooms}
+    if message.encoded_rows is not None:
+        wire["encoded_rows"] = message.encoded_rows
+    return wire
 
 
 def from_wire(data: dict[str, Any]) -> StageMessage:
@@ -87,7 +97,10 @@ def from_wire(data: dict[str, Any]) -> StageMessage:
     if kind == EVENTS:
         return EventBatch(cursor, _list(data, "events"), _list(data, "context"))
     if kind == ROWS:
-        return RowBatch(cursor, _list(data, "rows"), _list(data, "rooms"))
+        encoded = data.get("encoded_rows")
+        if encoded is not None and not isinstance(encoded, str):
+            raise ValueError(f"rows message: encoded_rows is {type(encoded).__name__}, not a string")
+        return RowBatch(cursor, _list(data, "rows"), _list(data, "rooms"), encoded)
     raise ValueError(f"unknown stage message kind: {kind!r}")
 
 

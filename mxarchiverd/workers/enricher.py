@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+from mxarchiverd.archive.batches import encoded
 from mxarchiverd.archive.connection import open_archive
 from mxarchiverd.classify import build_row
 from mxarchiverd.db import connect_source
@@ -61,7 +62,7 @@ class Enricher(TransformStage):
         for row, name in zip(rows, names, strict=True):
             enrich_row(row, rooms[row["room_id"]], name, bridged.get(row["event_id"]) or bridged.get(row["sender"]))
         self.events_seen += len(rows)
-        return [RowBatch(message.cursor, rows, list(rooms.values()))]
+        return [encoded(RowBatch(message.cursor, rows, list(rooms.values())))]
 
     def stats(self) -> dict[str, float]:
         return {"enriched": float(self.events_seen)}

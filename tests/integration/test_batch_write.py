@@ -15,11 +15,11 @@ import orjson
 import psycopg
 import pytest
 
-from mxarchiverd.archive.batches import write_batch
+from mxarchiverd.archive.batches import encoded, write_batch
 from mxarchiverd.archive.migrations import migrate
 from mxarchiverd.classify import build_row
 from mxarchiverd.pipeline.cursors import StreamCursor
-from mxarchiverd.pipeline.messages import RowBatch
+from mxarchiverd.pipeline.messages import RowBatch, from_wire, to_wire
 from tests.support.tcp_proxy import TcpProxy
 
 ROOM, ALICE = "!room:x", "@alice:x"
@@ -88,12 +88,15 @@ def test_a_batch_is_one_round_trip(archive: str) -> None:
     try:
         with connect(proxy.dsn_for(archive)) as conn:
             before = proxy.round_trips
-            result = write_batch(conn, events.batch(events.text("$a", "hello"), events.image("$b"),
-                                                    events.edit("$c", "$a", "hello!"), events.redaction("$d", "$b")),
-                                 purge=True)
+            # As the dbwriter gets it: encoded by the enricher, through the queue's codec.
+            batch = encoded(events.batch(events.text("$a", "hello"), events.image("$b"),
+                                         events.edit("$c", "$a", "hello!"), events.redaction("$d", "$b")))
+            result = write_batch(conn, from_wire(orjson.loads(orjson.dumps(to_wire(batch)))), purge=True)
             trips = proxy.round_trips - before
             assert (result.inserted, result.redacted) == (4, 1)
             assert message(conn, "$a") == ("hello!", False, True) and cursor(conn) == 4
+            jobs = conn.execute("SELECT matrix_url, state FROM media_jobs").fetchall()
+            assert jobs == [("mxc://x/cat", "purged")], "the redacted image's job is dropped"
     finally:
         proxy.stop()
     assert trips == 1, f"a batch took {trips} round trips"

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from mxarchiverd.pipeline.cursors import (
     DecryptionCursor, Direction, PageCursor, RepairCursor, RoomHistoryCursor, StreamCursor, SyncCursor,
 )
@@ -56,9 +58,19 @@ def test_a_batch_that_cannot_share_a_cursor_splits_the_run() -> None:
     assert [b.cursor for b in merged] == [up(1), sync, up(4)]
 
 
-def test_an_event_in_both_batches_is_written_once_as_the_later_batch_has_it() -> None:
-    merged = merge_batches([RowBatch(up(1), rows("$1", "$2", v=1)), RowBatch(up(2), rows("$2", "$3", v=2))], 10)
-    assert [(r["event_id"], r["v"]) for r in merged[0].rows] == [("$1", 1), ("$2", 2), ("$3", 2)]
+def test_batches_that_share_an_event_are_written_one_after_the_other() -> None:
+    merged = merge_batches([RowBatch(up(1), rows("$1", "$2")), RowBatch(up(2), rows("$2", "$3"))], 10)
+    assert [b.cursor for b in merged] == [up(1), up(2)]
+
+
+def test_encoded_rows_are_joined_into_one_array() -> None:
+    first = RowBatch(up(1), rows("$1"), [], orjson.dumps([{"event_id": "$1"}]).decode())
+    empty = RowBatch(up(2), [], [], "[]")
+    third = RowBatch(up(3), rows("$3", "$4"), [], orjson.dumps([{"event_id": "$3"}, {"event_id": "$4"}]).decode())
+    (merged,) = merge_batches([first, empty, third], 10)
+    assert merged.encoded_rows is not None
+    assert [r["event_id"] for r in orjson.loads(merged.encoded_rows)] == ["$1", "$3", "$4"]
+    assert merge_batches([first, RowBatch(up(2), rows("$2"))], 10)[0].cursor == up(1), "encoded and not: apart"
 
 
 def test_rooms_are_kept_once_each_with_the_later_summary() -> None:
