@@ -20,28 +20,18 @@ from mxarchiverd.media.errors import MediaRefused
 from mxarchiverd.media.paths import parse_mxc
 from mxarchiverd.media.resolve import find_media
 from mxarchiverd.sources.synapse_db.reader import is_soft_failed
-from mxarchiverd.sources.synapse_db.report import CoveredRange
+from mxarchiverd.sources.synapse_db.report import COVERED_EVENTS, CoveredRange
 
-_COVERED = """
-  FROM events e JOIN event_json ej ON ej.event_id = e.event_id
- WHERE e.room_id = %(room_id)s AND NOT e.outlier AND e.rejection_reason IS NULL
-   AND NOT EXISTS (SELECT 1 FROM rejections rj WHERE rj.event_id = e.event_id)
-   AND e.stream_ordering <= %(forward)s AND e.stream_ordering >= %(backfill)s
-   AND (%(backfill_all)s OR e.stream_ordering > %(added_at)s)
-   AND NOT EXISTS (SELECT 1 FROM ex_outlier_stream x
-                    WHERE x.event_id = e.event_id
-                      AND (x.event_stream_ordering > %(ex_outlier)s OR x.event_stream_ordering < %(ex_outlier_backfill)s))
-"""
 VISIBLE_SQL = f"""
-SELECT e.event_id, e.origin_server_ts, ej.internal_metadata {_COVERED}
+SELECT e.event_id, e.origin_server_ts, ej.internal_metadata {COVERED_EVENTS}
 """
 REDACTIONS_SQL = f"""
-WITH v AS (SELECT e.event_id, e.sender, ej.internal_metadata {_COVERED})
+WITH v AS (SELECT e.event_id, e.sender, ej.internal_metadata {COVERED_EVENTS})
 SELECT rd.redacts, v.event_id, v.sender, rd.recheck, t.sender, t.type, t.room_id, v.internal_metadata
   FROM v JOIN redactions rd ON rd.event_id = v.event_id JOIN events t ON t.event_id = rd.redacts
 """
 EDITS_SQL = f"""
-WITH v AS (SELECT e.event_id, e.sender, e.type, e.origin_server_ts, ej.internal_metadata {_COVERED})
+WITH v AS (SELECT e.event_id, e.sender, e.type, e.origin_server_ts, ej.internal_metadata {COVERED_EVENTS})
 SELECT er.relates_to_id, v.event_id, v.sender, v.type, v.origin_server_ts, v.internal_metadata, ej.json,
        o.sender, o.type, o.room_id
   FROM v JOIN event_relations er ON er.event_id = v.event_id AND er.relation_type = 'm.replace'

@@ -47,8 +47,10 @@ def source_state(config: Config, facts: ArchiveFacts) -> SourceState:
 
 # -- verify ---------------------------------------------------------------------------
 
-SOURCE_IDS_SQL = """
-SELECT e.event_id, ej.internal_metadata FROM events e JOIN event_json ej ON ej.event_id = e.event_id
+# The room's events within the covered range (CoveredRange) that a client sees: the
+# one definition verify's id list and its state checks (synapse_db/audit.py) share.
+COVERED_EVENTS = """
+  FROM events e JOIN event_json ej ON ej.event_id = e.event_id
  WHERE e.room_id = %(room_id)s AND NOT e.outlier AND e.rejection_reason IS NULL
    AND NOT EXISTS (SELECT 1 FROM rejections rj WHERE rj.event_id = e.event_id)
    AND e.stream_ordering <= %(forward)s AND e.stream_ordering >= %(backfill)s
@@ -57,6 +59,7 @@ SELECT e.event_id, ej.internal_metadata FROM events e JOIN event_json ej ON ej.e
                     WHERE x.event_id = e.event_id
                       AND (x.event_stream_ordering > %(ex_outlier)s OR x.event_stream_ordering < %(ex_outlier_backfill)s))
 """
+SOURCE_IDS_SQL = f"SELECT e.event_id, ej.internal_metadata {COVERED_EVENTS}"
 
 
 @dataclass(frozen=True)
