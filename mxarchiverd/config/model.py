@@ -135,8 +135,8 @@ class ProcessingConfig:
     retry_delay: float = setting(5.0, "first media retry delay (doubling); storage outages retry at this pace",
                                  HOT, parse=parse_duration, shown_default="5s")
     # Well under a second, so that the seed's 5 s latency target holds with margin.
-    poll_interval: float = setting(0.2, "wait between polls when idle", HOT, parse=positive_duration,
-                                   shown_default="200ms")
+    poll_interval: float = setting(0.2, "wait between polls when idle (a quarter of it while events arrive)", HOT,
+                                   parse=positive_duration, shown_default="200ms")
     redaction_policy: RedactionPolicy = setting(
         "keep", "keep: a redaction marks the row; purge: also clears its content and deletes its media",
         HOT, parse=one_of("keep", "purge"))

@@ -6,7 +6,7 @@ import time
 from mxarchiverd.config import Config
 from mxarchiverd.metrics import instruments as metrics
 from mxarchiverd.sources import make_source
-from mxarchiverd.sources.base import Source
+from mxarchiverd.sources.base import Source, round_delay
 from mxarchiverd.workers.stage import Message, SourceStage
 
 
@@ -34,6 +34,4 @@ class Poller(SourceStage):
         assert self.source is not None
         poll = self.source.poll()
         metrics.source_lag(self.source.stats().get("lag", 0.0))
-        if poll.wait is not None:
-            return list(poll.batches), poll.wait
-        return list(poll.batches), 0.0 if poll.busy else self.config.processing.poll_interval
+        return list(poll.batches), round_delay(poll, self.config.processing.poll_interval)
