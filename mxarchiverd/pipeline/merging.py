@@ -32,16 +32,22 @@ def covering(earlier: Cursor, later: Cursor) -> Cursor | None:
     return None
 
 
-def merge_batches(batches: list[RowBatch], max_rows: int) -> list[RowBatch]:
-    """Consecutive batches merged while one cursor covers them and the rows fit `max_rows`.
+# Encoded rows of one merged transaction at most: what the dbwriter holds of it, a few
+# times over (the parameter, psycopg's and libpq's copies), stays small.
+MAX_ENCODED_BYTES = 2 * 1024 * 1024
 
-    Order is kept; a batch larger than max_rows on its own is passed on whole.
+
+def merge_batches(batches: list[RowBatch], max_rows: int, max_bytes: int = MAX_ENCODED_BYTES) -> list[RowBatch]:
+    """Consecutive batches merged while one cursor covers them and the rows fit `max_rows`
+    (and their encoded rows `max_bytes`).
+
+    Order is kept; a batch larger than the limits on its own is passed on whole.
     """
     merged: list[RowBatch] = []
     for batch in batches:
         last = merged[-1] if merged else None
         cursor = covering(last.cursor, batch.cursor) if last is not None else None
-        if last is None or cursor is None or not _can_join(last, batch, max_rows):
+        if last is None or cursor is None or not _can_join(last, batch, max_rows, max_bytes):
             merged.append(batch)
             continue
         merged[-1] = RowBatch(cursor, last.rows + batch.rows, _rooms(last.rooms, batch.rooms),
@@ -49,12 +55,15 @@ def merge_batches(batches: list[RowBatch], max_rows: int) -> list[RowBatch]:
     return merged
 
 
-def _can_join(earlier: RowBatch, later: RowBatch, max_rows: int) -> bool:
-    """Within the row limit, encoded alike, and no event in both (one INSERT may not
-    touch the same row twice: such batches are written one after the other)."""
+def _can_join(earlier: RowBatch, later: RowBatch, max_rows: int, max_bytes: int) -> bool:
+    """Within the limits, encoded alike, and no event in both (one INSERT may not touch
+    the same row twice: such batches are written one after the other)."""
     if len(earlier.rows) + len(later.rows) > max_rows:
         return False
     if (earlier.encoded_rows is None) != (later.encoded_rows is None):
+        return False
+    if earlier.encoded_rows is not None and later.encoded_rows is not None \
+            and len(earlier.encoded_rows) + len(later.encoded_rows) > max_bytes:
         return False
     return not {row["event_id"] for row in earlier.rows} & {row["event_id"] for row in later.rows}
 

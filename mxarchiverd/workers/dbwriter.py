@@ -6,19 +6,19 @@ import time
 from mxarchiverd.archive.batches import write_batch
 from mxarchiverd.archive.connection import open_archive
 from mxarchiverd.metrics import instruments as metrics
-from mxarchiverd.pipeline.channels import QUEUE_SIZE
 from mxarchiverd.pipeline.merging import merge_batches
 from mxarchiverd.pipeline.messages import RowBatch
 from mxarchiverd.workers.stage import Message, TransformStage, opened
 
 
-# At most this many batches' rows in one transaction: bounds its size and duration.
+# At most this many batches' rows in one transaction, and as many taken from the queue
+# at once: bounds a transaction's size and duration, and the dbwriter's memory.
 MERGED_BATCHES = 4
 
 
 class DbWriter(TransformStage):
     role = "dbwriter"
-    takes_waiting = QUEUE_SIZE
+    takes_waiting = MERGED_BATCHES
 
     def open(self) -> None:
         deadline = time.monotonic() + self.config.daemon.startup_timeout

@@ -39,6 +39,7 @@ from mxarchiverd.pipeline.heartbeat import HeartbeatSlot
 from mxarchiverd.pipeline.messages import from_wire, to_wire
 from mxarchiverd.redaction import secret_values
 from mxarchiverd.workers import PIPELINE, STAGES
+from mxarchiverd.workers.memory import return_large_blocks
 from mxarchiverd.workers.stage import Message, SourceStage, Stage, TransformStage
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ def run_child(role: str, stage_spec: str, config: Config, channels: StageChannel
     # shows where it was stuck.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     setproctitle.setproctitle(f"mxarchiverd: {role}")
+    return_large_blocks()
     _configure_logging(role, config)
     stop = StopFlag()
     stop.install(interactive)

@@ -82,3 +82,9 @@ def test_rooms_are_kept_once_each_with_the_later_summary() -> None:
 
 def test_empty_batches_only_move_the_cursor() -> None:
     assert merge_batches([RowBatch(up(1)), RowBatch(up(7))], 10) == [RowBatch(up(7))]
+
+
+def test_encoded_rows_merge_only_up_to_the_byte_limit() -> None:
+    big = [RowBatch(up(i), rows(f"${i}"), [], "[" + "x" * 98 + "]") for i in range(1, 5)]
+    merged = merge_batches(big, max_rows=100, max_bytes=250)
+    assert [b.cursor for b in merged] == [up(2), up(4)]
