@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from tests.integration.test_daemon_survives_kills_and_reloads import ROOMS, Writer
+from mxarchiverd.workers.dbwriter import MERGED_BATCHES
 from tests.support.daemon import Daemon, Entry
 from tests.support.postgres import free_port
 from tests.support.synth import add_room
@@ -113,10 +114,10 @@ def test_counters_move_while_archiving_and_agree_with_the_archive(
         more.stop()
     wait_for(lambda: archive_counts(fresh_db)[0] == written + more.count, 60, "the archive to catch up again")
     # A dbwriter killed after its COMMIT was sent and before it counted leaves that one
-    # transaction (at most 4 batches, archive/batches.py sends it in one round trip)
+    # transaction (at most MERGED_BATCHES batches, sent in one round trip by archive/batches.py)
     # archived and uncounted; nothing is ever counted that is not archived.
     archived = archive_counts(fresh_db)[0]
-    wait_for(lambda: archived - 4 * 20 <= archived_counted() <= archived, 30, "the counter to catch up")
+    wait_for(lambda: archived - MERGED_BATCHES * 20 <= archived_counted() <= archived, 30, "the counter to catch up")
 
     cli = [sys.executable, "-m", "mxarchiverd", "--config", str(daemon.config_path), "verify"]
     assert subprocess.run(cli, capture_output=True, text=True, timeout=120).returncode == 0
