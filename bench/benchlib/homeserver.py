@@ -18,6 +18,7 @@ from pathlib import Path
 import psycopg
 
 from benchlib import procs
+from benchlib.live import ArchivePolling
 from tests.support.daemon import Daemon
 from tests.support.matrix_client import MatrixClient
 from tests.support.postgres import PgServer
@@ -119,7 +120,7 @@ class Senders:
             client.close()
 
 
-class RowWatcher:
+class RowWatcher(ArchivePolling):
     """A thread that notes when each archived_messages row first becomes visible (polled every 5 ms).
 
     Rows are committed by the one dbwriter in id order, so each poll reads only the
@@ -127,33 +128,22 @@ class RowWatcher:
     interval, the moment its transaction committed: the same moment in both modes.
     """
 
+    thread_name = "row-watcher"
+
     def __init__(self, archive_dsn: str, interval_s: float = 0.005) -> None:
-        self.dsn, self.interval_s = archive_dsn, interval_s
+        super().__init__(archive_dsn, interval_s)
         self.seen: dict[str, float] = {}
         self.polls = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="row-watcher", daemon=True)
+        self.last_id = 0
 
-    def __enter__(self) -> RowWatcher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        last = 0
-        with psycopg.connect(self.dsn, autocommit=True, prepare_threshold=0) as conn:
-            while not self._stop.is_set():
-                rows = conn.execute("SELECT id, event_id FROM archived_messages WHERE id > %s ORDER BY id",
-                                    (last,)).fetchall()
-                now = time.time()
-                for row_id, event_id in rows:
-                    self.seen.setdefault(event_id, now)
-                    last = max(last, row_id)
-                self.polls += 1
-                self._stop.wait(self.interval_s)
+    def poll(self, conn: psycopg.Connection) -> None:
+        rows = conn.execute("SELECT id, event_id FROM archived_messages WHERE id > %s ORDER BY id",
+                            (self.last_id,)).fetchall()
+        now = time.time()
+        for row_id, event_id in rows:
+            self.seen.setdefault(event_id, now)
+            self.last_id = max(self.last_id, row_id)
+        self.polls += 1
 
     def wait(self, event_ids: list[str], timeout_s: float, daemon: Daemon) -> None:
         """Until every one of `event_ids` was seen; raises (with the daemon's log) if it died or timed out."""

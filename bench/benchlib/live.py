@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import psycopg
 from psycopg import sql
@@ -175,22 +176,18 @@ def media_events(world: World, store: Path, sizes: list[int], ts: int) -> list[E
     return events
 
 
-class MediaDoneWatcher:
-    """A thread that records when each media job ('file' kind) is first seen done, polling every 20 ms.
+class ArchivePolling:
+    """A thread that polls the archive on its own connection every `interval_s`, from the
+    start of a `with` block to its end; subclasses say what one poll reads (poll)."""
 
-    Also keeps media_jobs.updated_at of the done transition (the uploader's
-    transaction time, a few ms before its commit) as a cross-check.
-    """
+    thread_name = "archive-poller"
 
-    def __init__(self, archive_dsn: str, interval_s: float = 0.02) -> None:
+    def __init__(self, archive_dsn: str, interval_s: float) -> None:
         self.dsn, self.interval_s = archive_dsn, interval_s
-        self.seen: dict[str, float] = {}
-        self.updated_at: dict[str, float] = {}
-        self.failed: dict[str, str] = {}
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="media-watcher", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
 
-    def __enter__(self) -> MediaDoneWatcher:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -199,18 +196,40 @@ class MediaDoneWatcher:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
+        with psycopg.connect(self.dsn, autocommit=True, prepare_threshold=0) as conn:
             while not self._stop.is_set():
-                rows = conn.execute("""SELECT event_id, state, extract(epoch FROM updated_at)::float8, last_error
-                                         FROM media_jobs WHERE media_kind = 'file'
-                                          AND state IN ('done', 'dead', 'refused')""").fetchall()
-                now = time.time()
-                for event_id, state, updated, error in rows:
-                    if state == "done" and event_id not in self.seen:
-                        self.seen[event_id], self.updated_at[event_id] = now, updated
-                    elif state != "done":
-                        self.failed[event_id] = f"{state}: {error}"
+                self.poll(conn)
                 self._stop.wait(self.interval_s)
+
+    def poll(self, conn: psycopg.Connection) -> None:
+        raise NotImplementedError
+
+
+class MediaDoneWatcher(ArchivePolling):
+    """A thread that records when each media job ('file' kind) is first seen done, polling every 20 ms.
+
+    Also keeps media_jobs.updated_at of the done transition (the uploader's
+    transaction time, a few ms before its commit) as a cross-check.
+    """
+
+    thread_name = "media-watcher"
+
+    def __init__(self, archive_dsn: str, interval_s: float = 0.02) -> None:
+        super().__init__(archive_dsn, interval_s)
+        self.seen: dict[str, float] = {}
+        self.updated_at: dict[str, float] = {}
+        self.failed: dict[str, str] = {}
+
+    def poll(self, conn: psycopg.Connection) -> None:
+        rows = conn.execute("""SELECT event_id, state, extract(epoch FROM updated_at)::float8, last_error
+                                 FROM media_jobs WHERE media_kind = 'file'
+                                  AND state IN ('done', 'dead', 'refused')""").fetchall()
+        now = time.time()
+        for event_id, state, updated, error in rows:
+            if state == "done" and event_id not in self.seen:
+                self.seen[event_id], self.updated_at[event_id] = now, updated
+            elif state != "done":
+                self.failed[event_id] = f"{state}: {error}"
 
     def wait(self, event_ids: list[str], timeout_s: float) -> dict[str, float]:
         deadline = time.monotonic() + timeout_s

@@ -35,9 +35,9 @@ class DbWriter(TransformStage):
     def handle_many(self, messages: list[Message]) -> list[Message]:
         # Batches that queued up while the last transaction was out share one: the
         # further the archive, the larger the transactions (pipeline/merging.py).
-        assert all(isinstance(m, RowBatch) for m in messages)
-        max_rows = MERGED_BATCHES * self.config.processing.batch_size
-        for batch in merge_batches([m for m in messages if isinstance(m, RowBatch)], max_rows):
+        batches = [m for m in messages if isinstance(m, RowBatch)]
+        assert len(batches) == len(messages)
+        for batch in merge_batches(batches, MERGED_BATCHES * self.config.processing.batch_size):
             self.handle(batch)
         return []
 
