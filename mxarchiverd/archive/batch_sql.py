@@ -40,7 +40,7 @@ _DECRYPTED = ("content", "message_type", "event_type", "thread_id", "reply_to_ev
 INSERT_ROWS = f"""
 INSERT INTO archived_messages ({_NAMES}, decrypted_at)
 SELECT {_NAMES}, CASE WHEN r.encrypted AND r.event_type <> 'm.room.encrypted' THEN NOW() END
-  FROM jsonb_to_recordset(%s::jsonb) AS r({_TYPED})
+  FROM jsonb_to_recordset(%t) AS r({_TYPED})
 ON CONFLICT (event_id) DO UPDATE
    SET {", ".join(f'"{c}" = EXCLUDED."{c}"' for c in _DECRYPTED)}, decrypted_at = NOW(), updated_at = NOW()
  WHERE archived_messages.event_type = 'm.room.encrypted' AND EXCLUDED.event_type <> 'm.room.encrypted'

@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 import psycopg
 from psycopg.pq import TransactionStatus
+from psycopg.types.json import Jsonb
 
 from mxarchiverd.archive import batch_sql as sql
 from mxarchiverd.archive.batch_sql import ROW_COLUMNS
@@ -134,7 +135,7 @@ def encoded(batch: RowBatch) -> RowBatch:
     rows' content from the queue nor encodes it again."""
     if batch.encoded_rows is not None:
         return batch
-    return RowBatch(batch.cursor, [_light(row) for row in batch.rows], batch.rooms, _json(_row_payload(batch.rows)))
+    return RowBatch(batch.cursor, [_light(row) for row in batch.rows], batch.rooms, orjson.dumps(_row_payload(batch.rows)))
 
 
 def _light(row: ArchiveRow) -> ArchiveRow:
@@ -148,8 +149,14 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _payload(batch: RowBatch) -> str:
-    return batch.encoded_rows if batch.encoded_rows is not None else _json(_row_payload(batch.rows))
+def _payload(batch: RowBatch) -> Jsonb:
+    """The rows as one jsonb parameter, their UTF-8 JSON sent as it is (text format)."""
+    encoded = batch.encoded_rows if batch.encoded_rows is not None else orjson.dumps(_row_payload(batch.rows))
+    return Jsonb(encoded, dumps=_as_is)
+
+
+def _as_is(encoded: bytes) -> bytes:
+    return encoded
 
 
 def _row_payload(rows: list[ArchiveRow]) -> list[dict[str, Any]]:

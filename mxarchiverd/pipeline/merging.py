@@ -68,15 +68,15 @@ def _can_join(earlier: RowBatch, later: RowBatch, max_rows: int, max_bytes: int)
     return not {row["event_id"] for row in earlier.rows} & {row["event_id"] for row in later.rows}
 
 
-def _joined(earlier: str | None, later: str | None) -> str | None:
-    """Two encoded JSON arrays of rows as one (compact: "[...]")."""
+def _joined(earlier: bytes | None, later: bytes | None) -> bytes | None:
+    """Two encoded JSON arrays of rows as one (compact: "[...]"), copied once."""
     if earlier is None or later is None:
         return None
-    if earlier == "[]":
+    if earlier == b"[]":
         return later
-    if later == "[]":
+    if later == b"[]":
         return earlier
-    return f"{earlier[:-1]},{later[1:]}"
+    return b"".join((memoryview(earlier)[:-1], b",", memoryview(later)[1:]))
 
 
 def _rooms(earlier: list[RoomSummary], later: list[RoomSummary]) -> list[RoomSummary]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mxarchiverd.pipeline.channels import ATTACHMENT
 from mxarchiverd.pipeline.cursors import Cursor, cursor_from_wire, cursor_to_wire
 
 # One event as a source reads it (sources/synapse_db/reader.py, sources/matrix_sync/):
@@ -61,8 +62,9 @@ class EventBatch:
 class RowBatch:
     """Archive rows for the dbwriter, the rooms they are in, and the cursor to store with them.
 
-    `encoded_rows`, when set, is the rows' INSERT payload as JSON text, encoded once
-    by the enricher (archive/batches.py encoded): the dbwriter sends it as it is,
+    `encoded_rows`, when set, is the rows' INSERT payload as UTF-8 JSON, encoded once
+    by the enricher (archive/batches.py encoded): it travels as the message's
+    attachment (pipeline/channels.py) and the dbwriter sends it as it is,
     and `rows` then holds only what its other statements read. Without it the
     dbwriter encodes `rows` itself (one-shot commands build such batches).
     """
@@ -70,7 +72,7 @@ class RowBatch:
     cursor: Cursor
     rows: list[ArchiveRow] = field(default_factory=list)
     rooms: list[RoomSummary] = field(default_factory=list)
-    encoded_rows: str | None = None
+    encoded_rows: bytes | None = None
 
 
 StageMessage = EventBatch | RowBatch
@@ -80,13 +82,14 @@ ROWS = "rows"
 
 
 def to_wire(message: StageMessage) -> dict[str, Any]:
-    """The JSON-native form that pipeline/channels.py puts in an envelope."""
+    """The JSON-native form that pipeline/channels.py puts in an envelope (with, for
+    rows encoded already, their bytes as its attachment)."""
     if isinstance(message, EventBatch):
         return {"kind": EVENTS, "cursor": cursor_to_wire(message.cursor), "events": message.events,
                 "context": message.context}
     wire = {"kind": ROWS, "cursor": cursor_to_wire(message.cursor), "rows": message.rows, "rooms": message.rooms}
     if message.encoded_rows is not None:
-        wire["encoded_rows"] = message.encoded_rows
+        wire[ATTACHMENT] = message.encoded_rows
     return wire
 
 
@@ -97,9 +100,9 @@ def from_wire(data: dict[str, Any]) -> StageMessage:
     if kind == EVENTS:
         return EventBatch(cursor, _list(data, "events"), _list(data, "context"))
     if kind == ROWS:
-        encoded = data.get("encoded_rows")
-        if encoded is not None and not isinstance(encoded, str):
-            raise ValueError(f"rows message: encoded_rows is {type(encoded).__name__}, not a string")
+        encoded = data.get(ATTACHMENT)
+        if encoded is not None and not isinstance(encoded, bytes):
+            raise ValueError(f"rows message: its attachment is {type(encoded).__name__}, not bytes")
         return RowBatch(cursor, _list(data, "rows"), _list(data, "rooms"), encoded)
     raise ValueError(f"unknown stage message kind: {kind!r}")
 

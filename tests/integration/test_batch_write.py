@@ -19,6 +19,7 @@ from mxarchiverd.archive.batches import encoded, write_batch
 from mxarchiverd.archive.migrations import migrate
 from mxarchiverd.classify import build_row
 from mxarchiverd.pipeline.cursors import StreamCursor
+from mxarchiverd.pipeline.channels import decode, encode
 from mxarchiverd.pipeline.messages import RowBatch, from_wire, to_wire
 from tests.support.tcp_proxy import TcpProxy
 
@@ -91,7 +92,7 @@ def test_a_batch_is_one_round_trip(archive: str) -> None:
             # As the dbwriter gets it: encoded by the enricher, through the queue's codec.
             batch = encoded(events.batch(events.text("$a", "hello"), events.image("$b"),
                                          events.edit("$c", "$a", "hello!"), events.redaction("$d", "$b")))
-            result = write_batch(conn, from_wire(orjson.loads(orjson.dumps(to_wire(batch)))), purge=True)
+            result = write_batch(conn, from_wire(decode(encode(to_wire(batch)))), purge=True)
             trips = proxy.round_trips - before
             assert (result.inserted, result.redacted) == (4, 1)
             assert message(conn, "$a") == ("hello!", False, True) and cursor(conn) == 4

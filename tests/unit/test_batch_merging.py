@@ -64,12 +64,13 @@ def test_batches_that_share_an_event_are_written_one_after_the_other() -> None:
 
 
 def test_encoded_rows_are_joined_into_one_array() -> None:
-    first = RowBatch(up(1), rows("$1"), [], orjson.dumps([{"event_id": "$1"}]).decode())
-    empty = RowBatch(up(2), [], [], "[]")
-    third = RowBatch(up(3), rows("$3", "$4"), [], orjson.dumps([{"event_id": "$3"}, {"event_id": "$4"}]).decode())
+    first = RowBatch(up(1), rows("$1"), [], orjson.dumps([{"event_id": "$1", "text": "naïve"}]))
+    empty = RowBatch(up(2), [], [], b"[]")
+    third = RowBatch(up(3), rows("$3", "$4"), [], orjson.dumps([{"event_id": "$3"}, {"event_id": "$4"}]))
     (merged,) = merge_batches([first, empty, third], 10)
     assert merged.encoded_rows is not None
     assert [r["event_id"] for r in orjson.loads(merged.encoded_rows)] == ["$1", "$3", "$4"]
+    assert orjson.loads(merged.encoded_rows)[0]["text"] == "naïve"
     assert merge_batches([first, RowBatch(up(2), rows("$2"))], 10)[0].cursor == up(1), "encoded and not: apart"
 
 
@@ -85,6 +86,6 @@ def test_empty_batches_only_move_the_cursor() -> None:
 
 
 def test_encoded_rows_merge_only_up_to_the_byte_limit() -> None:
-    big = [RowBatch(up(i), rows(f"${i}"), [], "[" + "x" * 98 + "]") for i in range(1, 5)]
+    big = [RowBatch(up(i), rows(f"${i}"), [], b"[" + b"x" * 98 + b"]") for i in range(1, 5)]
     merged = merge_batches(big, max_rows=100, max_bytes=250)
     assert [b.cursor for b in merged] == [up(2), up(4)]

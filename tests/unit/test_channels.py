@@ -26,6 +26,22 @@ class TestEnvelope:
         assert orjson.loads(data)["v"] == 1
         assert decode(data) == message
 
+    def test_an_attachment_travels_after_the_envelope_as_it_is(self) -> None:
+        attachment = '[{"body": "two\nlines, \\"quoted\\" ü"}]'.encode()
+        data = encode({"kind": "rows", "rows": [], "attachment": attachment})
+        assert data.endswith(b"\n" + attachment), "not escaped into the envelope"
+        assert decode(data) == {"kind": "rows", "rows": [], "attachment": attachment}
+        assert "attachment" not in decode(encode({"kind": "rows", "rows": []}))
+
+    @pytest.mark.parametrize("message", [{"kind": "rows", "attachment": "[]"}, {"kind": "rows", "attachment": [1]}])
+    def test_an_attachment_must_be_bytes(self, message: dict) -> None:
+        with pytest.raises(EnvelopeError, match="attachment is .*, not bytes"):
+            encode(message)
+
+    def test_an_attachment_field_inside_the_envelope_is_refused(self) -> None:
+        with pytest.raises(EnvelopeError, match="attachment field"):
+            decode(b'{"v": 1, "kind": "rows", "attachment": "[]"}')
+
     def test_end_of_stream(self) -> None:
         assert orjson.loads(END_OF_STREAM) == {"v": 1, "kind": "end"}
         assert is_end(decode(END_OF_STREAM))

@@ -8,6 +8,7 @@ from mxarchiverd.pipeline.cursors import (
     Direction, HoleBounds, Membership, PageCursor, Pagination, RoomHistoryCursor, StreamCursor, SyncCursor,
     cursor_from_wire, cursor_to_wire,
 )
+from mxarchiverd.pipeline.channels import decode, encode
 from mxarchiverd.pipeline.messages import EventBatch, RowBatch, from_wire, to_wire
 
 GAP = Pagination("j1", "!r:x", "gap", "t2", to_token="t1")
@@ -30,9 +31,10 @@ def test_every_cursor_comes_back_from_its_wire_form(cursor: object) -> None:
     EventBatch(CURSORS[0], [{"event_id": "$a", "json": "{}"}]),
     RowBatch(CURSORS[1], [{"event_id": "$a", "media": []}], [{"room_id": "!r:x"}]),
     EventBatch(CURSORS[2]),
+    RowBatch(CURSORS[0], [{"event_id": "$a"}], [], '[{"event_id": "$a", "body": "line\none ü"}]'.encode()),
 ])
 def test_every_message_comes_back_from_its_wire_form(message: object) -> None:
-    assert from_wire(orjson.loads(orjson.dumps(to_wire(message)))) == message  # type: ignore[arg-type]
+    assert from_wire(decode(encode(to_wire(message)))) == message  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("wire, problem", [
@@ -41,6 +43,7 @@ def test_every_message_comes_back_from_its_wire_form(message: object) -> None:
     ({"kind": "events", "cursor": {"type": "stream", "stream": "events"}}, "malformed stream cursor"),
     ({"kind": "events", "cursor": {"type": "stream", "stream": "e", "position": 1}, "events": {}}, "not a list"),
     ({"kind": "gossip", "cursor": {"type": "stream", "stream": "e", "position": 1}}, "unknown stage message"),
+    ({"kind": "rows", "cursor": {"type": "stream", "stream": "e", "position": 1}, "attachment": "[]"}, "not bytes"),
 ])
 def test_a_malformed_message_is_refused_with_what_is_wrong(wire: dict[str, object], problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
