@@ -319,7 +319,7 @@ def summarize(figures: dict[str, Any], args: argparse.Namespace) -> None:
 def profile_stages(server: PgServer, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """The three stages in one process, each under its own cProfile: where does the CPU go?
 
-    Messages take an orjson round trip between stages, as over the queues. The
+    Messages take the queues' codec round trip between stages, as over the queues. The
     daemon runs the stages in parallel, so its rate is bounded by the slowest one.
     """
     from mxarchiverd.config import load_config
@@ -356,9 +356,10 @@ def profile_stages(server: PgServer, args: argparse.Namespace, workdir: Path) ->
             profiles[name].disable()
             seconds[name] += time.perf_counter() - t
 
+    from mxarchiverd.pipeline.channels import decode, encode
     from mxarchiverd.pipeline.messages import from_wire, to_wire
 
-    codec = lambda m: from_wire(orjson.loads(orjson.dumps(to_wire(m))))  # noqa: E731
+    codec = lambda m: from_wire(decode(encode(to_wire(m))))  # noqa: E731
     try:
         while stages["poller"].source.cursors["events"] < last:  # type: ignore[attr-defined]
             messages, _ = timed("poller", stages["poller"].produce)  # type: ignore[attr-defined]

@@ -1,7 +1,7 @@
 """SQL for writing a batch into the archive database.
 
-Batches travel as one JSON parameter expanded with jsonb_to_recordset: a single
-statement per table, no temporary tables (catalog churn at thousands of batches)
+Batches travel as one JSON parameter expanded with jsonb_to_recordset (the rows:
+jsonb_array_elements, below): a single statement per table, no temporary tables (catalog churn at thousands of batches)
 and no server-side prepared statements (transaction-mode poolers). Lists of ids go
 as binary text[] parameters (%(name)b): no quoting to work out per element.
 
@@ -30,7 +30,25 @@ ROW_COLUMNS: tuple[tuple[str, str], ...] = (
     ("redaction_recheck", "boolean"), ("original_content", "jsonb"),
 )
 _NAMES = ", ".join(f'"{name}"' for name, _ in ROW_COLUMNS)
-_TYPED = ", ".join(f'"{name}" {type_}' for name, type_ in ROW_COLUMNS)
+
+# The rows' payload is a JSON array of arrays, each row's values in ROW_COLUMNS order
+# (archive/batches.py): the server parses every byte of it, and key names would be
+# a quarter of the bytes. JSON null is SQL NULL, as jsonb_to_recordset has it.
+# `content` is null when it is the event's own content, which then travels once,
+# inside `event` (the column itself is NOT NULL).
+CONTENT_FROM_EVENT = ("content", "event")
+
+
+def _column_value(index: int, name: str, type_: str) -> str:
+    value = {"jsonb": f"NULLIF(a -> {index}, 'null'::jsonb)", "text": f"a ->> {index}"}.get(
+        type_, f"(a ->> {index})::{type_}")
+    if name == CONTENT_FROM_EVENT[0]:
+        event = [i for i, (other, _) in enumerate(ROW_COLUMNS) if other == CONTENT_FROM_EVENT[1]][0]
+        value = f"COALESCE({value}, a -> {event} -> 'content')"
+    return f'{value} AS "{name}"'
+
+
+_VALUES = ", ".join(_column_value(i, name, type_) for i, (name, type_) in enumerate(ROW_COLUMNS))
 
 # A row is stored once; the one exception is ciphertext whose plaintext arrives later
 # (bot mode: a late key, `keys import`): it is decrypted in place, `event` keeps the
@@ -40,7 +58,7 @@ _DECRYPTED = ("content", "message_type", "event_type", "thread_id", "reply_to_ev
 INSERT_ROWS = f"""
 INSERT INTO archived_messages ({_NAMES}, decrypted_at)
 SELECT {_NAMES}, CASE WHEN r.encrypted AND r.event_type <> 'm.room.encrypted' THEN NOW() END
-  FROM jsonb_to_recordset(%t) AS r({_TYPED})
+  FROM (SELECT {_VALUES} FROM jsonb_array_elements(%t) AS a) AS r
 ON CONFLICT (event_id) DO UPDATE
    SET {", ".join(f'"{c}" = EXCLUDED."{c}"' for c in _DECRYPTED)}, decrypted_at = NOW(), updated_at = NOW()
  WHERE archived_messages.event_type = 'm.room.encrypted' AND EXCLUDED.event_type <> 'm.room.encrypted'

@@ -33,6 +33,8 @@ from mxarchiverd.pipeline.messages import ArchiveRow, RowBatch
 
 log = logging.getLogger(__name__)
 _ROW_KEYS = tuple(name for name, _ in ROW_COLUMNS)
+_CONTENT, _EVENT = sql.CONTENT_FROM_EVENT
+_CONTENT_AT = _ROW_KEYS.index(_CONTENT)
 QUARANTINE_PREFIXES = ("invalid JSON", "event JSON is", "could not classify")
 
 # Names of the statements whose results write_batch reads.
@@ -159,8 +161,18 @@ def _as_is(encoded: bytes) -> bytes:
     return encoded
 
 
-def _row_payload(rows: list[ArchiveRow]) -> list[dict[str, Any]]:
-    return [{key: row.get(key) for key in _ROW_KEYS} for row in rows]
+def _row_payload(rows: list[ArchiveRow]) -> list[list[Any]]:
+    """Each row's values in ROW_COLUMNS order (archive/batch_sql.py INSERT_ROWS), its
+    content left out when it is the event's own (classify puts the same object in both)."""
+    return [_row_values(row) for row in rows]
+
+
+def _row_values(row: ArchiveRow) -> list[Any]:
+    values = [row.get(key) for key in _ROW_KEYS]
+    event = row.get(_EVENT)
+    if isinstance(event, dict) and values[_CONTENT_AT] is event.get("content"):
+        values[_CONTENT_AT] = None
+    return values
 
 
 def _decryption_statements(rows: list[ArchiveRow]) -> list[Statement | None]:

@@ -87,7 +87,8 @@ def to_wire(message: StageMessage) -> dict[str, Any]:
     if isinstance(message, EventBatch):
         return {"kind": EVENTS, "cursor": cursor_to_wire(message.cursor), "events": message.events,
                 "context": message.context}
-    wire = {"kind": ROWS, "cursor": cursor_to_wire(message.cursor), "rows": message.rows, "rooms": message.rooms}
+    wire: dict[str, Any] = {"kind": ROWS, "cursor": cursor_to_wire(message.cursor), "rows": message.rows,
+                            "rooms": message.rooms}
     if message.encoded_rows is not None:
         wire[ATTACHMENT] = message.encoded_rows
     return wire

@@ -1,8 +1,8 @@
 """Run the poller -> enricher -> dbwriter stages in-process, for logic tests.
 
 The process shell (supervisor, queues) is tested separately; here the stages
-themselves meet real databases, and a round trip through the queue codec is
-simulated by encoding each message with orjson as the channels do.
+themselves meet real databases, and each message takes a round trip through the
+queues' codec (pipeline/channels.py) between them.
 """
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import orjson
 import psycopg
 
 from mxarchiverd.config import load_config
 from mxarchiverd.config.model import Config
 from mxarchiverd.archive.migrations import migrate
+from mxarchiverd.pipeline.channels import decode, encode
 from mxarchiverd.pipeline.messages import StageMessage, from_wire, to_wire
 from mxarchiverd.sources.synapse_db.follower import SynapseFollower
 from mxarchiverd.workers.dbwriter import DbWriter
@@ -88,8 +88,8 @@ class InProcessPipeline:
 
 
 def through_queue(message: StageMessage) -> StageMessage:
-    """The message as the next stage gets it: through the wire form and orjson."""
-    return from_wire(orjson.loads(orjson.dumps(to_wire(message))))
+    """The message as the next stage gets it: through the wire form and the codec."""
+    return from_wire(decode(encode(to_wire(message))))
 
 
 class BotPipeline(InProcessPipeline):
