@@ -34,7 +34,7 @@ def covering(earlier: Cursor, later: Cursor) -> Cursor | None:
 
 # Encoded rows of one merged transaction at most: what the dbwriter holds of it, a few
 # times over (the parameter, psycopg's and libpq's copies), stays small.
-MAX_ENCODED_BYTES = 2 * 1024 * 1024
+MAX_ENCODED_BYTES = 4 * 1024 * 1024
 
 
 def merge_batches(batches: list[RowBatch], max_rows: int, max_bytes: int = MAX_ENCODED_BYTES) -> list[RowBatch]:

@@ -14,12 +14,14 @@ from mxarchiverd.workers.stage import Message, TransformStage, opened
 # At most this many batches' rows in one transaction, and as many taken from the queue
 # at once: bounds a transaction's size and duration, and the dbwriter's memory (with 4,
 # its PSS peaked at 56 MB in a backfill instead of 40: bench/resources.py).
-MERGED_BATCHES = 2
+MERGED_BATCHES = 4
 
 
 class DbWriter(TransformStage):
     role = "dbwriter"
     takes_waiting = MERGED_BATCHES
+    # The next transaction's batches arrive while this one is out (workers/prefetch.py).
+    prefetch = MERGED_BATCHES
 
     def open(self) -> None:
         deadline = time.monotonic() + self.config.daemon.startup_timeout

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import FrameType, ModuleType
+from typing import Any
 
 import setproctitle
 
@@ -40,6 +41,7 @@ from mxarchiverd.pipeline.messages import from_wire, to_wire
 from mxarchiverd.redaction import secret_values
 from mxarchiverd.workers import PIPELINE, STAGES
 from mxarchiverd.workers.memory import return_large_blocks
+from mxarchiverd.workers.prefetch import Prefetcher
 from mxarchiverd.workers.stage import Message, SourceStage, Stage, TransformStage
 
 log = logging.getLogger(__name__)
@@ -156,6 +158,7 @@ class ChildRunner:
         # Under forkserver the parent is the fork server, which exits when the supervisor dies.
         self.parent = getppid()
         self.stage: Stage | None = None
+        self.prefetcher: Prefetcher | None = None
         self.stopping = False  # a Stop control message: end intake, drain
         self.orphaned = False
         self.next_round = 0.0
@@ -190,6 +193,8 @@ class ChildRunner:
         except Exception as exc:
             self._close()
             return _boot_failure(self.role, exc)
+        if isinstance(self.stage, TransformStage) and self.stage.prefetch and self.inbox is not None:
+            self.prefetcher = Prefetcher(self.inbox, self.stage.prefetch).start()
         self.slot.mark_ready()
         log.info("%s ready", self.role)
         return None
@@ -225,10 +230,9 @@ class ChildRunner:
         if self.stop.set:
             return self._end_stream()
         try:
-            data = self.inbox.get(timeout=TICK)
+            envelope = self._receive(TICK)
         except queue.Empty:
             return None
-        envelope = decode(data)
         if is_end(envelope):
             return self._end_stream()
         self.slot.set_holding(True)
@@ -249,16 +253,23 @@ class ChildRunner:
     def _waiting(self, messages: list[Message], limit: int) -> tuple[list[Message], bool]:
         """`messages` and those already waiting behind them, up to `limit`; and whether the
         end-of-stream marker came after them."""
-        assert self.inbox is not None
         while len(messages) < limit:
             try:
-                envelope = decode(self.inbox.get_nowait())
+                envelope = self._receive(None)
             except queue.Empty:
                 break
             if is_end(envelope):
                 return messages, True
             messages.append(from_wire(envelope))
         return messages, False
+
+    def _receive(self, timeout: float | None) -> dict[str, Any]:
+        """The next envelope from upstream, waiting up to `timeout` (None: only one
+        ready now); queue.Empty if there is none."""
+        if self.prefetcher is None:
+            assert self.inbox is not None
+            return decode(self.inbox.get(timeout=timeout) if timeout is not None else self.inbox.get_nowait())
+        return self.prefetcher.get(timeout) if timeout is not None else self.prefetcher.get_nowait()
 
     def _end_stream(self) -> int:
         """Flush, pass the end-of-stream marker on; exit 0 only if downstream got it."""

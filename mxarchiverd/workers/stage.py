@@ -78,6 +78,9 @@ class TransformStage(Stage):
     # How many messages already waiting in the queue the runner may hand over at once
     # (handle_many); 1: one at a time.
     takes_waiting: ClassVar[int] = 1
+    # How many messages the runner reads ahead of the stage, on a thread
+    # (workers/prefetch.py); 0: read in the stage's own loop.
+    prefetch: ClassVar[int] = 0
 
     @abc.abstractmethod
     def handle(self, message: Message) -> list[Message]:

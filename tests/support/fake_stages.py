@@ -161,6 +161,12 @@ class FakeSink(_Markers, TransformStage):
         return {"archived": self.archived, "lag": 0.25}
 
 
+class FakePrefetchingSink(FakeSink):
+    """The same, its input read ahead on a thread (workers/prefetch.py), as the real dbwriter's."""
+
+    prefetch = 2
+
+
 class FakeUploader(_Markers, SourceStage):
     """uploader: nothing to upload; reports a constant backlog."""
 

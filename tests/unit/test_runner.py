@@ -114,15 +114,18 @@ class TestTransform:
         assert [row["n"] for row in from_wire(relayed).rows] == [1, 2] and end == {"kind": "end"}  # type: ignore[union-attr]
         assert harness.slot.ready and harness.slot.last_beat > 0 and harness.slot.progress == 2
 
-    def test_sink_flushes_its_buffer_at_the_end(self, queues: PipelineQueues, fake_dir: Path) -> None:
+    @pytest.mark.parametrize("sink", ["FakeSink", "FakePrefetchingSink"])
+    def test_sink_flushes_its_buffer_at_the_end(self, queues: PipelineQueues, fake_dir: Path, sink: str) -> None:
         channels = queues.for_role("dbwriter")
-        relayed = numbers_batch([1, 2])
-        inbox(channels).put(encode(to_wire(RowBatch(relayed.cursor, [{**e, "enriched": True} for e in relayed.events]))))
+        for numbers in ([1, 2], [3], [4, 5, 6]):
+            relayed = numbers_batch(numbers)
+            inbox(channels).put(encode(to_wire(RowBatch(relayed.cursor,
+                                                        [{**e, "enriched": True} for e in relayed.events]))))
         inbox(channels).put(END_OF_STREAM)
-        harness = Harness("dbwriter", "FakeSink", channels)
+        harness = Harness("dbwriter", sink, channels)
         assert harness.runner.run() == ExitCode.OK
-        assert (fake_dir / "archive.txt").read_text().split() == ["1", "2"]
-        assert harness.slot.stats()["archived"] == 2
+        assert archived_numbers(fake_dir) == [1, 2, 3, 4, 5, 6], "everything, in order, before the end"
+        assert harness.slot.stats()["archived"] == 6
 
     def test_batches_waiting_together_are_handed_over_together_and_the_end_after_them(
             self, queues: PipelineQueues, fake_dir: Path) -> None:
