@@ -12,8 +12,9 @@ from mxarchiverd.workers.stage import Message, TransformStage, opened
 
 
 # At most this many batches' rows in one transaction, and as many taken from the queue
-# at once: bounds a transaction's size and duration, and the dbwriter's memory (with 4,
-# its PSS peaked at 56 MB in a backfill instead of 40: bench/resources.py).
+# at once (and read ahead): bounds a transaction's size and duration, and the
+# dbwriter's memory (its PSS peaked at 35 MB in a 200,000-event backfill:
+# bench/resources.py). Fewer merge too rarely to pay a remote archive's round trips.
 MERGED_BATCHES = 4
 
 
