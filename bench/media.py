@@ -155,7 +155,7 @@ def one_rtt(live: Live, persister: Persister, watcher: MediaDoneWatcher, store: 
             proxy: DelayProxy, rtt: float, args: argparse.Namespace) -> dict[str, Any]:
     part: dict[str, Any] = {"rtt_ms": rtt, "rounds": [], "bytes": 0}
     print(f"\n[{rtt:g} ms] rounds of {args.at_once} files at once, {args.rounds} per size")
-    for size_mb in (int(s) for s in args.sizes.split(",")):
+    for size_mb in (int(s) for s in args.sizes.split(",") if s.strip()):
         for _ in range(args.rounds):
             found = measured(double, proxy, rtt, args.concurrent_uploads,
                              functools.partial(one_round, live, persister, watcher, store, size_mb, args.at_once))
