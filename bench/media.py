@@ -53,7 +53,7 @@ import psycopg  # noqa: E402
 from benchlib import baseline, procs, report  # noqa: E402
 from benchlib.cluster import open_server  # noqa: E402
 from benchlib.live import MIB, Live, MediaDoneWatcher, media_events, start_live  # noqa: E402
-from benchlib.netdelay import DelayProxy  # noqa: E402
+from benchlib.netdelay import DelayProxy, far_away  # noqa: E402
 from benchlib.synthgen import Persister  # noqa: E402
 from benchlib.transfers import files_per_s_bound, in_flight, transfer_spans, waiting_window  # noqa: E402
 
@@ -78,6 +78,9 @@ def parse_args() -> argparse.Namespace:
                    help="round trips to Storage added by the proxy, a comma-separated list (default 0)")
     p.add_argument("--storage-mbit", type=float, default=0.0,
                    help="rate of each connection's link to Storage in Mbit/s (default 0: unlimited)")
+    p.add_argument("--archive-rtt-ms", type=float, default=0.0,
+                   help="also put the archive database this round trip away (default 0: local); the uploader's"
+                        " claims and records cross it")
     p.add_argument("--latency-files", type=int, default=100, help="files for the latency part (default 100)")
     p.add_argument("--latency-interval", type=float, default=0.5, help="seconds between those messages (default 0.5)")
     p.add_argument("--baseline", metavar="REV[,REV]", default=[], type=lambda text: [r for r in text.split(",") if r],
@@ -95,7 +98,8 @@ def main() -> int:
         link = f"{args.storage_mbit:g} Mbit/s per connection" if args.storage_mbit else "no bandwidth limit"
         report.header("media", report.machine(), server.version(), server.settings("fsync"),
                       [f"storage: the Supabase Storage double behind a proxy adding {args.storage_rtt_ms} ms"
-                       f" of round trip, {link}; the archive database is local",
+                       f" of round trip, {link}; the archive database "
+                       + (f"{args.archive_rtt_ms:g} ms away" if args.archive_rtt_ms else "is local"),
                        "files sit in the page cache after being written: disk reads are not measured"])
         revisions = [baseline.THIS_TREE] + [baseline.checkout(stack, rev) for rev in args.baseline]
         figures: dict[str, Any] = {"machine": report.machine(), "args": vars(args), "runs": []}
@@ -121,7 +125,8 @@ def one_revision(stack: procs.Cleanup, server: Any, workdir: Path, revision: bas
     media_store = workdir / "media_store"
     live = start_live(stack, server, workdir, history=2_000, media=False, storage="supabase",
                       supabase_url=f"http://127.0.0.1:{proxy.port}", service_key=double.service_key,
-                      media_store=media_store, concurrent_uploads=args.concurrent_uploads, env=revision.env())
+                      media_store=media_store, concurrent_uploads=args.concurrent_uploads, env=revision.env(),
+                      remote=far_away(stack, args.archive_rtt_ms))
     print(f"daemon code: {daemon_package(live)}")
     persister = Persister(live.synapse_dsn, live.world)
     stack.callback(persister.close, label="close writer")
@@ -273,7 +278,8 @@ def live_bucket() -> str:
 def summarize(figures: dict[str, Any], args: argparse.Namespace) -> None:
     slots = args.concurrent_uploads
     link = f"{args.storage_mbit:g} Mbit/s per connection" if args.storage_mbit else "no bandwidth limit"
-    print(f"\n--- media through the uploader ({slots} concurrent transfers, {link}) ---")
+    archive = f"archive {args.archive_rtt_ms:g} ms away" if args.archive_rtt_ms else "archive local"
+    print(f"\n--- media through the uploader ({slots} concurrent transfers, {link}, {archive}) ---")
     rows = []
     for run in figures["runs"]:
         for part in run["parts"]:
