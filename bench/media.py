@@ -150,9 +150,11 @@ def one_revision(stack: procs.Cleanup, server: Any, workdir: Path, revision: bas
 
 
 def daemon_package(live: Live) -> str:
-    """Where the daemon's processes import mxarchiverd from (this tree or a baseline's)."""
-    probe = subprocess.run([sys.executable, "-c", "import mxarchiverd; print(mxarchiverd.__file__)"],
-                           env=live.daemon.child_env(), capture_output=True, text=True, check=True)
+    """Where the daemon's processes import mxarchiverd from (this tree or a baseline's): its
+    environment and directory, and -P, since `python -c` would put our own directory first."""
+    probe = subprocess.run([sys.executable, "-P", "-c", "import mxarchiverd; print(mxarchiverd.__file__)"],
+                           env=live.daemon.child_env(), cwd=live.daemon.config_path.parent,
+                           capture_output=True, text=True, check=True)
     return str(Path(probe.stdout.strip()).parent)
 
 
