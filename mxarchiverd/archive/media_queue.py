@@ -37,6 +37,10 @@ EXTEND_LEASES_SQL = """
 UPDATE media_jobs SET next_attempt_at = NOW() + make_interval(secs => %(lease)s)
  WHERE id = ANY(%(ids)s) AND state IN ('pending', 'purge')
 """
+RELEASE_SQL = """
+UPDATE media_jobs SET next_attempt_at = NOW()
+ WHERE id = ANY(%(ids)s) AND state IN ('pending', 'purge')
+"""
 MARK_DONE_SQL = """
 UPDATE media_jobs SET state = 'done', last_error = NULL, updated_at = NOW()
  WHERE id = %(id)s AND state = 'pending' RETURNING id
@@ -142,6 +146,11 @@ class MediaQueue:
     def extend_leases(self, ids: list[int]) -> None:
         with self.pool.connection() as conn:
             conn.execute(EXTEND_LEASES_SQL, {"lease": LEASE_SECONDS, "ids": ids})
+
+    def release(self, ids: list[int]) -> None:
+        """Claimed jobs never started: due again now (no attempt used), for any uploader."""
+        with self.pool.connection() as conn:
+            conn.execute(RELEASE_SQL, {"ids": ids})
 
     def reschedule(self, job: Job, plan: Reschedule, reason: str) -> None:
         with self.pool.connection() as conn:

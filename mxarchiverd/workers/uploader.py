@@ -2,7 +2,10 @@
 
 `concurrent_uploads` transfers run on worker threads (I/O bound: disk, HTTP);
 the stage's own loop only claims, collects results and extends leases, so its
-heartbeat stays fresh however long a 60 MB upload takes. It never reports
+heartbeat stays fresh however long a 60 MB upload takes. Behind each running
+transfer it keeps one claimed job queued (HELD_PER_SLOT), so a worker that
+finishes a file starts the next at once: neither the loop's round nor a claim's
+round trip to the archive leaves a slot idle while jobs wait. It never reports
 holding work (Stage.holding): a large file on a slow link may take longer than
 the heartbeat timeout and still be progressing, and a transfer that hangs is
 ended by its HTTP timeouts, its job by the lease.
@@ -12,7 +15,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import psycopg
@@ -38,8 +41,20 @@ BACKLOG_EVERY = 5.0
 # Deaths are reported together at most this often: loud, but not one line per file.
 DEATH_REPORT_EVERY = 10.0
 IDLE_POLL = 1.0
+# The loop's round while transfers run; it ends early when one of them does.
+BUSY_ROUND = 0.05
+# Jobs held per transfer slot: the running one and one queued behind it.
+HELD_PER_SLOT = 2
 # A database that is down or dropped the connection: an outage, retried like one.
 DATABASE_ERRORS = (psycopg.OperationalError, PoolTimeout)
+
+
+def claim_count(slots: int, held: int) -> int:
+    """How many jobs to claim while holding `held` (running and queued): up to
+    HELD_PER_SLOT per slot, topped up once half the queued ones have started, so
+    claims come in batches rather than one archive round trip per finished file."""
+    capacity = HELD_PER_SLOT * slots
+    return capacity - held if held <= slots + slots // 2 else 0
 
 
 class Uploader(SourceStage):
@@ -75,6 +90,7 @@ class Uploader(SourceStage):
     def close(self) -> None:
         for threads in opened(self, "threads"):
             threads.shutdown(wait=True, cancel_futures=True)
+            self._give_back_queued()
         if opened(self, "deaths"):
             self.next_death_report = 0.0
             self._report_deaths()  # what died in the last round is told before exit
@@ -116,13 +132,17 @@ class Uploader(SourceStage):
         self._collect()
         self._report_deaths()
         self._refresh_leases()
-        free = self.config.processing.concurrent_uploads - len(self.running)
-        claimed = self._claim(free) if free > 0 else []
-        for job in claimed:
+        wanted = claim_count(self.config.processing.concurrent_uploads, len(self.running))
+        for job in self._claim(wanted) if wanted else []:
+            # More jobs than worker threads: the pool's queue holds the rest until a thread is free.
             self.running[self.threads.submit(self._run, job)] = job
-        # Idle, the job queue is checked every second at most: media latency stays far
-        # under the seed's 30 s while an idle daemon costs next to no CPU.
-        return [], 0.05 if claimed or self.running else max(self.config.processing.poll_interval, IDLE_POLL)
+        if not self.running:
+            # Idle, the job queue is checked every second at most: media latency stays far
+            # under the seed's 30 s while an idle daemon costs next to no CPU.
+            return [], max(self.config.processing.poll_interval, IDLE_POLL)
+        # Back as soon as a transfer ends, to top the queue up before the workers drain it.
+        wait(list(self.running), timeout=BUSY_ROUND, return_when=FIRST_COMPLETED)
+        return [], 0.0
 
     def _ensure_bucket(self) -> bool:
         try:
@@ -155,6 +175,16 @@ class Uploader(SourceStage):
             self._fail(job, kind, f"unexpected {type(failure).__name__}: {failure}")
         except DATABASE_ERRORS as exc:
             log.warning("media job %s stays leased until the archive answers: %s", job.id, first_line(exc))
+
+    def _give_back_queued(self) -> None:
+        """Jobs still queued at the stop are due again at once, not after their lease."""
+        queued = [job.id for future, job in self.running.items() if future.cancelled()]
+        if not queued:
+            return
+        try:
+            self.queue.release(queued)
+        except DATABASE_ERRORS as exc:
+            log.warning("%d queued media job(s) stay leased until their lease ends: %s", len(queued), first_line(exc))
 
     def _refresh_leases(self) -> None:
         if time.monotonic() < self.next_refresh or not self.running:
