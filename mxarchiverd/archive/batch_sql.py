@@ -161,6 +161,11 @@ UPDATE archived_messages o
               SELECT r.relates_to_event_id FROM archived_messages r
                WHERE r.event_id = ANY(%(redacts)b) AND r.relation_type = 'm.replace')) AS event_id) i
       JOIN archived_messages t ON t.event_id = i.event_id
+      -- Only originals that some edit points at: edited_at is never set without one,
+      -- so the rest have nothing to show or undo. For most messages this is one probe
+      -- of the relations index, not the row's and then that one.
+       AND EXISTS (SELECT 1 FROM archived_messages e0
+                    WHERE e0.relates_to_event_id = i.event_id AND e0.relation_type = 'm.replace')
       LEFT JOIN LATERAL (
         SELECT e.content -> 'm.new_content' AS new_content, e.timestamp
           FROM archived_messages e
