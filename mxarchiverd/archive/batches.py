@@ -15,18 +15,16 @@ included, and the transaction is rolled back: still all or nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import psycopg
-from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
 from mxarchiverd.archive import batch_sql as sql
 from mxarchiverd.archive.batch_sql import ROW_COLUMNS
+from mxarchiverd.archive.connection import pipelined_transaction
 from mxarchiverd.archive.cursors import store_cursor
 from mxarchiverd.archive.leadership import Fence, fence_statement, fenced_by
 from mxarchiverd.pipeline.messages import ArchiveRow, RowBatch
@@ -63,7 +61,7 @@ def write_batch(conn: psycopg.Connection, batch: RowBatch, *, purge: bool, fence
     statements = batch_statements(batch, purge=purge, fence=fence)
     _log_problems(batch.rows)
     try:
-        with _transaction(conn):
+        with pipelined_transaction(conn):
             cursors = {s.name: conn.execute(s.sql, s.params) for s in statements}
             store_cursor(conn, batch.cursor)
     except psycopg.Error as exc:
@@ -99,30 +97,6 @@ def batch_statements(batch: RowBatch, *, purge: bool, fence: Fence | None) -> li
         _quarantine_statement(rows),
     ]
     return [s for s in found if s is not None]
-
-
-@contextmanager
-def _transaction(conn: psycopg.Connection) -> Iterator[None]:
-    """One round trip on an idle autocommit connection, else a (sub)transaction of the caller's."""
-    if not conn.autocommit or _in_transaction(conn):
-        with conn.transaction():
-            yield
-        return
-    try:
-        with conn.pipeline():
-            conn.execute("BEGIN")
-            yield
-            conn.execute("COMMIT")
-    except BaseException:
-        # A failed statement leaves the transaction open and aborted (the server skipped
-        # COMMIT); a broken connection has nothing left to roll back.
-        if not conn.closed and _in_transaction(conn):
-            conn.execute("ROLLBACK")
-        raise
-
-
-def _in_transaction(conn: psycopg.Connection) -> bool:
-    return conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR)
 
 
 # What the dbwriter reads of a row besides its INSERT payload: the other statements'

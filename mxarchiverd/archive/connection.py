@@ -6,8 +6,11 @@ so `config.archive_dsn` is read here and nowhere else (a test checks it).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 
 from mxarchiverd.config import Config
@@ -35,3 +38,34 @@ def startup_deadline(config: Config) -> float:
 def archive_pool(config: Config, *, purpose: str, size: int) -> ConnectionPool:
     """A checked pool (db.open_pool) that waits for the database up to daemon.startup_timeout."""
     return open_pool(archive_dsn(config), purpose, size, config.daemon.startup_timeout)
+
+
+@contextmanager
+def pipelined_transaction(conn: psycopg.Connection) -> Iterator[None]:
+    """A transaction whose BEGIN and COMMIT travel with its statements: on an idle
+    autocommit connection, psycopg's pipeline mode with BEGIN ... COMMIT sent as
+    statements, so a block that fetches nothing is one round trip and each fetch
+    adds one (psycopg's own transaction() in pipeline mode syncs at both ends: two
+    more). Otherwise a (sub)transaction of the caller's.
+
+    When a statement fails the server skips the rest, COMMIT included, and the
+    transaction is rolled back: all or nothing, as any transaction."""
+    if not conn.autocommit or _in_transaction(conn):
+        with conn.transaction():
+            yield
+        return
+    try:
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            yield
+            conn.execute("COMMIT")
+    except BaseException:
+        # A failed statement leaves the transaction open and aborted (the server skipped
+        # COMMIT); a broken connection has nothing left to roll back.
+        if not conn.closed and _in_transaction(conn):
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _in_transaction(conn: psycopg.Connection) -> bool:
+    return conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from mxarchiverd.archive.connection import pipelined_transaction
 from mxarchiverd.db import scalar
 from mxarchiverd.media.jobs import Job, Reschedule, media_type_label, should_delete_object
 
@@ -41,29 +42,44 @@ RELEASE_SQL = """
 UPDATE media_jobs SET next_attempt_at = NOW()
  WHERE id = ANY(%(ids)s) AND state IN ('pending', 'purge')
 """
-MARK_DONE_SQL = """
-UPDATE media_jobs SET state = 'done', last_error = NULL, updated_at = NOW()
- WHERE id = %(id)s AND state = 'pending' RETURNING id
-"""
-RECORD_MEDIA_SQL = """
-INSERT INTO archived_media (event_id, media_type, original_filename, file_size, mime_type, matrix_url,
-                            storage_bucket, storage_path, public_url, media_kind, sha256, encrypted)
-VALUES (%(event_id)s, %(media_type)s, %(original_filename)s, %(file_size)s, %(mime_type)s, %(matrix_url)s,
-        %(storage_bucket)s, %(storage_path)s, %(public_url)s, %(media_kind)s, %(sha256)s, %(encrypted)s)
-ON CONFLICT (event_id, media_kind, matrix_url) DO UPDATE
-   SET file_size = EXCLUDED.file_size, mime_type = EXCLUDED.mime_type, sha256 = EXCLUDED.sha256,
-       storage_path = EXCLUDED.storage_path, public_url = EXCLUDED.public_url, updated_at = NOW()
-RETURNING id
-"""
-ANALYSIS_JOB_SQL = """
-INSERT INTO analysis_jobs (media_id, event_id, storage_bucket, storage_path, mime_type)
-VALUES (%(media_id)s, %(event_id)s, %(storage_bucket)s, %(storage_path)s, %(mime_type)s)
-ON CONFLICT (media_id) DO NOTHING
+# Recording an upload is one statement after the object's lock, both sent in one round
+# trip (MediaQueue.record): the archive is across a network, and a small file's upload
+# is shorter than a handful of round trips. In order: was the object deleted by a
+# concurrent purge since we claimed the job (then nothing is marked: the caller
+# uploads again or lets go); the job marked done if it is still ours (pending); its
+# archived_media row; an analysis job for a file when asked. Returns (deleted since
+# the claim, the archived_media id or NULL when nothing was recorded).
+RECORD_UPLOAD_SQL = """
+WITH deleted AS (
+  SELECT EXISTS (SELECT 1 FROM media_jobs
+                  WHERE matrix_url = %(matrix_url)s AND media_kind = %(media_kind)s
+                    AND object_deleted_at >= %(claimed_at)s) AS since_claim
+), done AS (
+  UPDATE media_jobs SET state = 'done', last_error = NULL, updated_at = NOW()
+   WHERE id = %(id)s AND state = 'pending' AND NOT (SELECT since_claim FROM deleted)
+  RETURNING id
+), media AS (
+  INSERT INTO archived_media (event_id, media_type, original_filename, file_size, mime_type, matrix_url,
+                              storage_bucket, storage_path, public_url, media_kind, sha256, encrypted)
+  SELECT %(event_id)s, %(media_type)s, %(original_filename)s, %(file_size)s, %(mime_type)s, %(matrix_url)s,
+         %(storage_bucket)s, %(storage_path)s, %(public_url)s, %(media_kind)s, %(sha256)s, %(encrypted)s
+    FROM done
+  ON CONFLICT (event_id, media_kind, matrix_url) DO UPDATE
+     SET file_size = EXCLUDED.file_size, mime_type = EXCLUDED.mime_type, sha256 = EXCLUDED.sha256,
+         storage_path = EXCLUDED.storage_path, public_url = EXCLUDED.public_url, updated_at = NOW()
+  RETURNING id
+), analysis AS (
+  INSERT INTO analysis_jobs (media_id, event_id, storage_bucket, storage_path, mime_type)
+  SELECT media.id, %(event_id)s, %(storage_bucket)s, %(storage_path)s, %(mime_type)s FROM media WHERE %(analysis)s
+  ON CONFLICT (media_id) DO NOTHING
+)
+SELECT (SELECT since_claim FROM deleted), (SELECT id FROM media)
 """
 RESCHEDULE_SQL = """
 UPDATE media_jobs SET state = %(state)s, attempts = attempts + %(counted)s, last_error = %(error)s,
        next_attempt_at = NOW() + make_interval(secs => %(delay)s), updated_at = NOW()
  WHERE id = %(id)s AND state = 'pending'
+RETURNING id
 """
 PURGED_SQL = """
 WITH done AS (UPDATE media_jobs SET state = 'purged', last_error = NULL, updated_at = NOW()
@@ -86,11 +102,6 @@ SELECT EXISTS (SELECT 1 FROM media_jobs
 """
 # clock_timestamp(), not NOW(): the stamp must come after the delete itself.
 OBJECT_DELETED_SQL = "UPDATE media_jobs SET object_deleted_at = clock_timestamp() WHERE id = %(id)s"
-DELETED_SINCE_SQL = """
-SELECT EXISTS (SELECT 1 FROM media_jobs
-                WHERE matrix_url = %(matrix_url)s AND media_kind = %(media_kind)s
-                  AND object_deleted_at >= %(claimed_at)s)
-"""
 BACKLOG_SQL = "SELECT count(*) FROM media_jobs WHERE state IN ('pending', 'purge')"
 DEAD_SQL = "SELECT count(*) FROM media_jobs WHERE state = 'dead'"
 LAST_DEAD_SQL = "SELECT last_error FROM media_jobs WHERE state = 'dead' ORDER BY updated_at DESC LIMIT 1"
@@ -158,26 +169,26 @@ class MediaQueue:
                                           "error": reason[:1000], "delay": plan.delay})
 
     def record(self, job: Job, upload: Upload, *, analysis: bool, delete: DeleteObject) -> Recorded:
-        """Mark the job done and record its file, unless the object was deleted or the job lost meanwhile."""
-        with self.pool.connection() as conn, conn.transaction():
+        """Mark the job done and record its file, unless the object was deleted or the job lost meanwhile.
+
+        Two round trips when it is recorded (BEGIN, the lock and RECORD_UPLOAD_SQL; COMMIT),
+        besides the pool's check of the connection."""
+        with self.pool.connection() as conn, pipelined_transaction(conn):
             _lock_object(conn, upload.object_path)
-            if _deleted_since_claim(conn, job) and _upload_again(conn, job):
+            deleted, media_id = conn.execute(RECORD_UPLOAD_SQL, {
+                "id": job.id, "claimed_at": job.claimed_at, "event_id": job.event_id,
+                "media_type": media_type_label(job.media_type), "original_filename": upload.filename,
+                "file_size": upload.size, "mime_type": upload.mime_type, "matrix_url": job.matrix_url,
+                "storage_bucket": self.bucket, "storage_path": upload.object_path, "public_url": upload.public_url,
+                "media_kind": job.media_kind, "sha256": upload.sha256, "encrypted": job.encrypted_file is not None,
+                "analysis": analysis and job.media_kind == "file",
+            }).fetchone() or (False, None)
+            if media_id is not None:
+                return Recorded.DONE
+            if deleted and _upload_again(conn, job):
                 return Recorded.AGAIN
-            if conn.execute(MARK_DONE_SQL, {"id": job.id}).fetchone() is None:
-                self._release_lost_job(conn, job, upload.object_path, delete)
-                return Recorded.LOST
-            media_id = scalar(conn.execute(RECORD_MEDIA_SQL, {
-                "event_id": job.event_id, "media_type": media_type_label(job.media_type),
-                "original_filename": upload.filename, "file_size": upload.size, "mime_type": upload.mime_type,
-                "matrix_url": job.matrix_url, "storage_bucket": self.bucket, "storage_path": upload.object_path,
-                "public_url": upload.public_url, "media_kind": job.media_kind, "sha256": upload.sha256,
-                "encrypted": job.encrypted_file is not None,
-            }))
-            if analysis and job.media_kind == "file":
-                conn.execute(ANALYSIS_JOB_SQL, {"media_id": media_id, "event_id": job.event_id,
-                                                "storage_bucket": self.bucket, "storage_path": upload.object_path,
-                                                "mime_type": upload.mime_type})
-        return Recorded.DONE
+            self._release_lost_job(conn, job, upload.object_path, delete)
+            return Recorded.LOST
 
     def _release_lost_job(self, conn: psycopg.Connection, job: Job, object_path: str, delete: DeleteObject) -> None:
         """The job left 'pending' while we uploaded: purged (take our copy back out) or
@@ -215,18 +226,11 @@ def _lock_object(conn: psycopg.Connection, object_path: str) -> None:
 def _upload_again(conn: psycopg.Connection, job: Job) -> bool:
     """Another message's purge deleted this object, maybe after our upload: rather than
     record a missing file, the job (if still ours to finish) is due again at once."""
+    # A row, not rowcount: in pipeline mode (record) only a fetch waits for the result.
     return conn.execute(RESCHEDULE_SQL, {
         "id": job.id, "state": "pending", "counted": 0, "delay": 0.0,
         "error": "the object was deleted by a concurrent purge; uploading again",
-    }).rowcount == 1
-
-
-def _deleted_since_claim(conn: psycopg.Connection, job: Job) -> bool:
-    if job.claimed_at is None:
-        return False
-    return bool(scalar(conn.execute(DELETED_SINCE_SQL, {
-        "matrix_url": job.matrix_url, "media_kind": job.media_kind, "claimed_at": job.claimed_at,
-    })))
+    }).fetchone() is not None
 
 
 # -- one-off commands (status, media-retry) -------------------------------------------
