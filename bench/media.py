@@ -204,12 +204,19 @@ def measured(double: Any, proxy: DelayProxy, rtt: float, slots: int,
     return found
 
 
+def stored_after_commit(live: Live, persister: Persister, watcher: MediaDoneWatcher, store: Path,
+                        sizes: list[int], timeout_s: float) -> tuple[float, list[float]]:
+    """Messages with files of these sizes committed at once: the commit's time and, sorted,
+    the times their media jobs were seen done."""
+    events = media_events(live.world, store, sizes, int(time.time() * 1000))
+    committed = persister.persist(events)
+    return committed, sorted(watcher.wait([e.event_id for e in events], timeout_s=timeout_s).values())
+
+
 def one_round(live: Live, persister: Persister, watcher: MediaDoneWatcher, store: Path, size_mb: int,
               count: int) -> dict[str, Any]:
-    events = media_events(live.world, store, [size_mb * MIB] * count, int(time.time() * 1000))
-    committed = persister.persist(events)
-    done = watcher.wait([e.event_id for e in events], timeout_s=900)
-    per_file = sorted(t - committed for t in done.values())
+    committed, done = stored_after_commit(live, persister, watcher, store, [size_mb * MIB] * count, 900)
+    per_file = [t - committed for t in done]
     wall = per_file[-1]
     found = {"size_mb": size_mb, "files": count, "wall_s": wall, "per_file_s": per_file, "mib": size_mb * count,
              "mean_s": sum(per_file) / len(per_file), "mib_per_s": size_mb * count / wall}
@@ -222,9 +229,7 @@ def small_burst(live: Live, persister: Persister, watcher: MediaDoneWatcher, sto
                 args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(7)
     sizes = [rng.randint(10 * 1024, 100 * 1024) for _ in range(args.small_files)]
-    events = media_events(live.world, store, sizes, int(time.time() * 1000))
-    committed = persister.persist(events)
-    done = sorted(watcher.wait([e.event_id for e in events], timeout_s=600).values())
+    committed, done = stored_after_commit(live, persister, watcher, store, sizes, 600)
     wall = done[-1] - committed
     # From the first file stored: the claim of an idle uploader (up to 1 s) left out.
     steady = (len(done) - 1) / (done[-1] - done[0]) if done[-1] > done[0] else float("nan")
