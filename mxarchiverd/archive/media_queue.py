@@ -42,13 +42,14 @@ RELEASE_SQL = """
 UPDATE media_jobs SET next_attempt_at = NOW()
  WHERE id = ANY(%(ids)s) AND state IN ('pending', 'purge')
 """
-# Recording an upload is one statement after the object's lock, both sent in one round
-# trip (MediaQueue.record): the archive is across a network, and a small file's upload
-# is shorter than a handful of round trips. In order: was the object deleted by a
-# concurrent purge since we claimed the job (then nothing is marked: the caller
-# uploads again or lets go); the job marked done if it is still ours (pending); its
-# archived_media row; an analysis job for a file when asked. Returns (deleted since
-# the claim, the archived_media id or NULL when nothing was recorded).
+# Recording an upload is one statement after the object's lock, sent with BEGIN and
+# COMMIT in one round trip (MediaQueue.record): the archive is across a network, and a
+# small file's upload is shorter than a handful of round trips. In order: was the object
+# deleted by a concurrent purge since we claimed the job; if not, the job marked done
+# if it is still ours (pending), its archived_media row, an analysis job for a file
+# when asked; if so, the job (still ours) due again at once, to upload again rather
+# than record a missing file. Returns (the archived_media id or NULL, whether the job
+# is to be uploaded again); neither means the job is lost: nothing was written.
 RECORD_UPLOAD_SQL = """
 WITH deleted AS (
   SELECT EXISTS (SELECT 1 FROM media_jobs
@@ -72,14 +73,18 @@ WITH deleted AS (
   INSERT INTO analysis_jobs (media_id, event_id, storage_bucket, storage_path, mime_type)
   SELECT media.id, %(event_id)s, %(storage_bucket)s, %(storage_path)s, %(mime_type)s FROM media WHERE %(analysis)s
   ON CONFLICT (media_id) DO NOTHING
+), again AS (
+  UPDATE media_jobs SET last_error = 'the object was deleted by a concurrent purge; uploading again',
+         next_attempt_at = NOW(), updated_at = NOW()
+   WHERE id = %(id)s AND state = 'pending' AND (SELECT since_claim FROM deleted)
+  RETURNING id
 )
-SELECT (SELECT since_claim FROM deleted), (SELECT id FROM media)
+SELECT (SELECT id FROM media), EXISTS (SELECT 1 FROM again)
 """
 RESCHEDULE_SQL = """
 UPDATE media_jobs SET state = %(state)s, attempts = attempts + %(counted)s, last_error = %(error)s,
        next_attempt_at = NOW() + make_interval(secs => %(delay)s), updated_at = NOW()
  WHERE id = %(id)s AND state = 'pending'
-RETURNING id
 """
 PURGED_SQL = """
 WITH done AS (UPDATE media_jobs SET state = 'purged', last_error = NULL, updated_at = NOW()
@@ -171,23 +176,29 @@ class MediaQueue:
     def record(self, job: Job, upload: Upload, *, analysis: bool, delete: DeleteObject) -> Recorded:
         """Mark the job done and record its file, unless the object was deleted or the job lost meanwhile.
 
-        Two round trips when it is recorded (BEGIN, the lock and RECORD_UPLOAD_SQL; COMMIT),
-        besides the pool's check of the connection."""
-        with self.pool.connection() as conn, pipelined_transaction(conn):
-            _lock_object(conn, upload.object_path)
-            deleted, media_id = conn.execute(RECORD_UPLOAD_SQL, {
-                "id": job.id, "claimed_at": job.claimed_at, "event_id": job.event_id,
-                "media_type": media_type_label(job.media_type), "original_filename": upload.filename,
-                "file_size": upload.size, "mime_type": upload.mime_type, "matrix_url": job.matrix_url,
-                "storage_bucket": self.bucket, "storage_path": upload.object_path, "public_url": upload.public_url,
-                "media_kind": job.media_kind, "sha256": upload.sha256, "encrypted": job.encrypted_file is not None,
-                "analysis": analysis and job.media_kind == "file",
-            }).fetchone() or (False, None)
+        One round trip (BEGIN, the lock, RECORD_UPLOAD_SQL, COMMIT) besides the pool's check
+        of the connection. A lost job wrote nothing there; what to take back is decided
+        again under the object's lock, in a transaction of its own (rare: the job was
+        purged while we uploaded, or finished by another uploader after our lease ran out)."""
+        with self.pool.connection() as conn:
+            with pipelined_transaction(conn):
+                _lock_object(conn, upload.object_path)
+                recorded = conn.execute(RECORD_UPLOAD_SQL, {
+                    "id": job.id, "claimed_at": job.claimed_at, "event_id": job.event_id,
+                    "media_type": media_type_label(job.media_type), "original_filename": upload.filename,
+                    "file_size": upload.size, "mime_type": upload.mime_type, "matrix_url": job.matrix_url,
+                    "storage_bucket": self.bucket, "storage_path": upload.object_path,
+                    "public_url": upload.public_url, "media_kind": job.media_kind, "sha256": upload.sha256,
+                    "encrypted": job.encrypted_file is not None, "analysis": analysis and job.media_kind == "file",
+                })
+            media_id, again = recorded.fetchone() or (None, False)
             if media_id is not None:
                 return Recorded.DONE
-            if deleted and _upload_again(conn, job):
+            if again:
                 return Recorded.AGAIN
-            self._release_lost_job(conn, job, upload.object_path, delete)
+            with conn.transaction():
+                _lock_object(conn, upload.object_path)
+                self._release_lost_job(conn, job, upload.object_path, delete)
             return Recorded.LOST
 
     def _release_lost_job(self, conn: psycopg.Connection, job: Job, object_path: str, delete: DeleteObject) -> None:
@@ -221,16 +232,6 @@ class MediaQueue:
 def _lock_object(conn: psycopg.Connection, object_path: str) -> None:
     """Serialise deleting an object with recording an upload of it (held until commit)."""
     conn.execute(OBJECT_LOCK_SQL, {"space": OBJECT_LOCK_SPACE, "path": object_path})
-
-
-def _upload_again(conn: psycopg.Connection, job: Job) -> bool:
-    """Another message's purge deleted this object, maybe after our upload: rather than
-    record a missing file, the job (if still ours to finish) is due again at once."""
-    # A row, not rowcount: in pipeline mode (record) only a fetch waits for the result.
-    return conn.execute(RESCHEDULE_SQL, {
-        "id": job.id, "state": "pending", "counted": 0, "delay": 0.0,
-        "error": "the object was deleted by a concurrent purge; uploading again",
-    }).fetchone() is not None
 
 
 # -- one-off commands (status, media-retry) -------------------------------------------
