@@ -1,8 +1,9 @@
 """SQL for writing a batch into the archive database.
 
-Batches travel as one JSON parameter expanded with jsonb_to_recordset (the rows:
-jsonb_array_elements, below): a single statement per table, no temporary tables (catalog churn at thousands of batches)
-and no server-side prepared statements (transaction-mode poolers). Lists of ids go
+Batches travel as one JSON parameter per table, expanded in SQL (the rows with
+jsonb_array_elements, the rest with jsonb_to_recordset): a single statement per
+table, no temporary tables (catalog churn at thousands of batches) and no
+server-side prepared statements (transaction-mode poolers). Lists of ids go
 as binary text[] parameters (%(name)b): no quoting to work out per element.
 
 No statement needs another's result on the client: a batch's statements go to the
@@ -37,14 +38,14 @@ _NAMES = ", ".join(f'"{name}"' for name, _ in ROW_COLUMNS)
 # `content` is null when it is the event's own content, which then travels once,
 # inside `event` (the column itself is NOT NULL).
 CONTENT_FROM_EVENT = ("content", "event")
+_EVENT_AT = [name for name, _ in ROW_COLUMNS].index(CONTENT_FROM_EVENT[1])
 
 
 def _column_value(index: int, name: str, type_: str) -> str:
     value = {"jsonb": f"NULLIF(a -> {index}, 'null'::jsonb)", "text": f"a ->> {index}"}.get(
         type_, f"(a ->> {index})::{type_}")
     if name == CONTENT_FROM_EVENT[0]:
-        event = [i for i, (other, _) in enumerate(ROW_COLUMNS) if other == CONTENT_FROM_EVENT[1]][0]
-        value = f"COALESCE({value}, a -> {event} -> 'content')"
+        value = f"COALESCE({value}, a -> {_EVENT_AT} -> 'content')"
     return f'{value} AS "{name}"'
 
 
